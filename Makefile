@@ -1,0 +1,41 @@
+# The two commands: `make demo` and `make test`. Everything else is a step they run.
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+TOOLS  ?= $(CURDIR)/.tools
+export SUBAGENT_TELEMETRY_TOOLS := $(TOOLS)
+
+.PHONY: venv tools lint typecheck drift unit test demo bench render
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev,otel,redis,dashboards]'
+	touch $@
+
+tools:
+	bash scripts/install-tools.sh $(TOOLS)
+
+lint: venv
+	$(VENV)/bin/ruff check exporter tests benchmarks
+	$(VENV)/bin/ruff format --check exporter tests benchmarks
+
+typecheck: venv
+	$(VENV)/bin/mypy
+
+# Rendered files are committed for the default config; fail when they drift from the renderer.
+drift: venv
+	$(VENV)/bin/subagent-telemetry render --check --out .
+
+render: venv
+	$(VENV)/bin/subagent-telemetry render --out .
+
+test: venv tools lint typecheck drift
+	$(PY) -m pytest
+
+demo: venv
+	$(VENV)/bin/subagent-telemetry demo
+
+bench: venv
+	$(PY) benchmarks/run.py

@@ -1,0 +1,500 @@
+"""Configuration: typed models, the named presets, and YAML loading with precise errors.
+
+One YAML document configures everything: ``agent.subagent`` (quotas, the original design's keys),
+``telemetry`` (exporters), ``quota`` (where the budget lives), ``alerts`` (rules) and ``dashboards``.
+docs/config.md is the reference; every field here carries the description shown there.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+)
+from pydantic.fields import FieldInfo
+from pydantic_core import PydanticCustomError
+
+from ._errors import ConfigError
+
+_DURATION_RE = re.compile(r"^(0|([0-9]+(ms|s|m|h|d|w|y))+)$")
+_LABEL_NAME_RE = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
+_MATCHER_RE = re.compile(
+    r'\s*(?P<name>[a-zA-Z_][a-zA-Z0-9_]*)\s*(?P<op>=~|!~|!=|=)\s*"(?P<value>(?:[^"\\]|\\.)*)"\s*(?:,|$)'
+)
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+def _check_duration(value: str) -> str:
+    if not _DURATION_RE.match(value):
+        msg = f"{value!r} is not a Prometheus duration such as 30s, 5m or 1h"
+        raise PydanticCustomError("duration", msg)
+    return value
+
+
+#: A Prometheus duration string (``30s``, ``5m``, ``1h30m``), checked when the config loads.
+PromDuration = Annotated[str, AfterValidator(_check_duration)]
+
+
+def duration_seconds(value: str) -> float:
+    """Seconds in a Prometheus duration (``"1h30m"`` → 5400.0)."""
+    units = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, "y": 31536000}
+    return float(sum(int(n) * units[u] for n, u in re.findall(r"([0-9]+)(ms|s|m|h|d|w|y)", value)))
+
+
+# --------------------------------------------------------------------------------------------------
+# agent.subagent — the original design's keys, unchanged.
+
+
+class SubagentConfig(_Model):
+    """Quotas and limits for subagent executions (``agent.subagent``)."""
+
+    max_depth: int = Field(3, ge=1, le=10, description="Deepest nesting level allowed (1-10).")
+    default_max_turns: int = Field(
+        10, ge=1, le=100, description="Turns per execution unless the call passes max_turns= (1-100)."
+    )
+    max_executions: int | None = Field(
+        None, gt=0, description="Executions admitted per session; null = unlimited."
+    )
+    max_total_tokens: int | None = Field(
+        None, gt=0, description="Tokens (input + output) per session; null = unlimited."
+    )
+    max_total_time: float | None = Field(
+        None, gt=0, description="Wall-clock seconds per session from its start; null = unlimited."
+    )
+    output_max_size: int = Field(
+        1_048_576, ge=1024, description="Bytes of output kept per execution (UTF-8 safe truncation)."
+    )
+    max_concurrency: int = Field(5, ge=1, description="Executions running at once; more wait for a slot.")
+    concurrency_timeout: float | None = Field(
+        None,
+        gt=0,
+        description="Seconds an admission waits for a concurrency slot before ConcurrencyLimitReached; "
+        "null = wait as long as it takes.",
+    )
+
+
+class AgentSection(_Model):
+    subagent: SubagentConfig = SubagentConfig()
+
+
+# --------------------------------------------------------------------------------------------------
+# telemetry — exporters.
+
+
+class TlsConfig(_Model):
+    cert_file: Path = Field(description="PEM certificate served by the /metrics listener.")
+    key_file: Path = Field(description="PEM private key of cert_file.")
+
+
+class BasicAuthConfig(_Model):
+    username: str = Field(min_length=1, description="User name Prometheus sends.")
+    password_env: str = Field(
+        min_length=1,
+        description="Name of the environment variable holding the password (never the password itself).",
+    )
+
+
+class PrometheusConfig(_Model):
+    enabled: bool = Field(True, description="Serve /metrics for Prometheus to scrape.")
+    listen_address: str = Field("127.0.0.1", description="Address the /metrics listener binds.")
+    port: int = Field(9464, ge=0, le=65535, description="Port of the /metrics listener (0 = any free).")
+    tls: TlsConfig | None = Field(None, description="Serve HTTPS with this certificate.")
+    basic_auth: BasicAuthConfig | None = Field(None, description="Require HTTP basic auth.")
+
+
+class AgentLabelConfig(_Model):
+    enabled: bool = Field(False, description="Add an `agent` label (the execution's name).")
+    allowlist: tuple[str, ...] = Field(
+        (), description="Names kept as they are; others become `other`. Empty = first max_values names."
+    )
+    max_values: int = Field(20, ge=1, le=1000, description="Distinct names kept when allowlist is empty.")
+
+
+class OtlpConfig(_Model):
+    enabled: bool = Field(False, description="Push OTLP metrics and traces.")
+    endpoint: str | None = Field(
+        None, description="Collector URL; null = OTEL_EXPORTER_OTLP_ENDPOINT or the SDK default."
+    )
+    protocol: Literal["http/protobuf", "grpc"] = Field("http/protobuf", description="OTLP transport.")
+    headers: dict[str, str] = Field(default_factory=dict, description="Extra request headers.")
+    export_interval_seconds: float = Field(10.0, gt=0, description="Metric export interval.")
+    timeout_seconds: float = Field(5.0, gt=0, description="Export and shutdown-flush timeout.")
+    metrics: bool = Field(True, description="Export the catalog's metrics over OTLP.")
+    traces: bool = Field(True, description="Export one span per execution.")
+    genai_metrics: bool = Field(
+        False, description="Also record gen_ai.client.token.usage and gen_ai.invoke_agent.duration."
+    )
+
+
+class TelemetryConfig(_Model):
+    service_name: str = Field(
+        "subagent-agent", min_length=1, description="service.name; the job label on the OTLP path."
+    )
+    prometheus: PrometheusConfig = PrometheusConfig()
+    otlp: OtlpConfig = OtlpConfig()
+    agent_label: AgentLabelConfig = AgentLabelConfig()
+    log_executions: bool = Field(True, description="Log one structured record per finished execution.")
+    log_level: Literal["DEBUG", "INFO", "WARNING"] = Field("INFO", description="Level of those records.")
+
+
+# --------------------------------------------------------------------------------------------------
+# quota — where the budget lives (in-process by default, Redis for fleets).
+
+
+class QuotaStoreConfig(_Model):
+    store: str = Field(
+        "memory", description="`memory` (this process) or a redis:// / rediss:// URL shared by a fleet."
+    )
+    session: str = Field(
+        "default", min_length=1, max_length=200, description="Name of the shared budget in the store."
+    )
+    failure_policy: Literal["deny", "allow", "local_allowance"] = Field(
+        "deny", description="What admission does while the store is unreachable."
+    )
+    local_allowance_executions: int = Field(
+        10, ge=0, description="Executions admitted locally while degraded (local_allowance policy)."
+    )
+    local_allowance_tokens: int = Field(
+        10_000, ge=0, description="Tokens admitted locally while degraded (local_allowance policy)."
+    )
+    lease_seconds: float = Field(
+        300.0, gt=0, description="A reservation not finalized within this time is given back."
+    )
+    estimated_tokens: int = Field(
+        0, ge=0, description="Tokens reserved at admission and settled when the execution ends."
+    )
+
+    @field_validator("store")
+    @classmethod
+    def _store_scheme(cls, value: str) -> str:
+        if value != "memory" and not value.startswith(("redis://", "rediss://", "unix://")):
+            msg = f"{value!r} is neither `memory` nor a redis://, rediss:// or unix:// URL"
+            raise PydanticCustomError("store", msg)
+        return value
+
+
+# --------------------------------------------------------------------------------------------------
+# alerts — thresholds and selectors for the rendered rules; also the in-process early warning.
+
+
+class Matcher(_Model):
+    """One PromQL label matcher, parsed and validated so it can be rendered safely."""
+
+    name: str
+    op: Literal["=", "!=", "=~", "!~"]
+    value: str
+
+    def render(self) -> str:
+        escaped = self.value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+        return f'{self.name}{self.op}"{escaped}"'
+
+
+def parse_selector(text: str) -> tuple[Matcher, ...]:
+    """Parse ``job="a", cluster=~"p.*"`` into matchers; raise ``ValueError`` on anything else."""
+    body = text.strip().removeprefix("{").removesuffix("}").strip()
+    matchers: list[Matcher] = []
+    pos = 0
+    while pos < len(body):
+        match = _MATCHER_RE.match(body, pos)
+        if match is None:
+            msg = f'cannot parse {body[pos:]!r} as a label matcher like job="my-agent"'
+            raise ValueError(msg)
+        value = re.sub(r"\\(.)", lambda m: {"n": "\n"}.get(m.group(1), m.group(1)), match["value"])
+        matchers.append(Matcher(name=match["name"], op=match["op"], value=value))
+        pos = match.end()
+    if not matchers:
+        msg = 'the selector needs at least one matcher, e.g. job=~".+"'
+        raise ValueError(msg)
+    if all(m.op in ("=~", "!~") and m.value in ("", ".*") for m in matchers):
+        msg = "PromQL needs at least one matcher that does not match the empty string"
+        raise ValueError(msg)
+    return tuple(matchers)
+
+
+class AlertRule(_Model):
+    enabled: bool = Field(True, description="Render this alert.")
+    severity: Literal["critical", "warning", "info"] = Field("warning", description="The severity label.")
+    for_: PromDuration = Field(
+        "5m", alias="for", description="How long the condition must hold (Prometheus duration)."
+    )
+    threshold: float = Field(0.0, ge=0, description="Alert-specific threshold (see each alert).")
+
+
+class RatioAlertRule(AlertRule):
+    threshold: float = Field(0.5, gt=0, lt=1, description="A ratio between 0 and 1 (0.05 = 5 %).")
+
+
+def _rule(severity: str, for_: str, threshold: float = 0.0, model: type[AlertRule] = AlertRule) -> Any:
+    data = {"severity": severity, "for": for_, "threshold": threshold}
+    return Field(default_factory=lambda: model.model_validate(data))
+
+
+class PrometheusRuleMeta(_Model):
+    name: str = Field("subagent-telemetry", description="metadata.name of the PrometheusRule.")
+    namespace: str = Field("monitoring", description="metadata.namespace of the PrometheusRule.")
+    labels: dict[str, str] = Field(
+        default_factory=lambda: {"release": "kube-prometheus-stack"},
+        description="metadata.labels (match your Prometheus's ruleSelector).",
+    )
+
+
+class AlertsConfig(_Model):
+    selector: str = Field(
+        'job=~".+"', description='Label matchers inserted into every expression, e.g. job="my-agent".'
+    )
+    job_label: str = Field("job", description="Label that names the agent process group.")
+    instance_label: str = Field("instance", description="Label that names one agent process.")
+    group_by: tuple[str, ...] = Field((), description="Extra labels alerts keep, e.g. [cluster].")
+    rate_window: PromDuration = Field("5m", description="Window of the rates and ratios.")
+    runbook_base_url: str = Field(
+        "https://github.com/subagent-telemetry/subagent-telemetry/blob/main/docs/runbooks.md",
+        description="runbook_url = this + '#' + the alert's anchor.",
+    )
+    dashboard_url: str | None = Field(None, description="Added as dashboard_url annotation when set.")
+    high_error_rate: RatioAlertRule = _rule("critical", "5m", 0.05, RatioAlertRule)
+    quota_nearly_exhausted: RatioAlertRule = _rule("warning", "1m", 0.8, RatioAlertRule)
+    active_over_max_concurrency: AlertRule = _rule("warning", "5m")
+    slow_executions: AlertRule = _rule("warning", "10m", 120.0)
+    quota_rejections: AlertRule = _rule("warning", "1m")
+    metrics_absent: AlertRule = _rule("critical", "10m")
+    prometheus_rule: PrometheusRuleMeta = PrometheusRuleMeta()
+    mimir_namespace: str = Field("subagent-telemetry", description="Namespace of the Mimir/Cortex rule file.")
+
+    @field_validator("selector")
+    @classmethod
+    def _selector_parses(cls, value: str) -> str:
+        try:
+            parse_selector(value)
+        except ValueError as exc:
+            raise PydanticCustomError("selector", str(exc)) from None
+        return value
+
+    @field_validator("job_label", "instance_label")
+    @classmethod
+    def _label_name(cls, value: str) -> str:
+        if not _LABEL_NAME_RE.match(value):
+            raise PydanticCustomError("label", f"{value!r} is not a Prometheus label name")
+        return value
+
+    @field_validator("group_by")
+    @classmethod
+    def _group_by_names(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for name in value:
+            if not _LABEL_NAME_RE.match(name):
+                raise PydanticCustomError("label", f"{name!r} is not a Prometheus label name")
+        return value
+
+    @property
+    def matchers(self) -> tuple[Matcher, ...]:
+        return parse_selector(self.selector)
+
+
+# --------------------------------------------------------------------------------------------------
+# dashboards
+
+
+class DashboardsConfig(_Model):
+    title_prefix: str = Field("Subagents", min_length=1, description="Dashboard titles: '<prefix> / …'.")
+    tags: tuple[str, ...] = Field(("subagents", "llm-agents"), description="Dashboard tags.")
+    uid_prefix: str = Field(
+        "subagent", pattern=r"^[a-zA-Z0-9_-]{1,30}$", description="UIDs are '<prefix>-overview' etc."
+    )
+    refresh: PromDuration = Field("30s", description="Auto-refresh interval.")
+    datasource_uid: str = Field(
+        "prometheus", description="UID of the provisioned Prometheus datasource (the default choice)."
+    )
+
+
+# --------------------------------------------------------------------------------------------------
+
+
+class Config(_Model):
+    """The whole configuration document."""
+
+    agent: AgentSection = AgentSection()
+    telemetry: TelemetryConfig = TelemetryConfig()
+    quota: QuotaStoreConfig = QuotaStoreConfig()
+    alerts: AlertsConfig = AlertsConfig()
+    dashboards: DashboardsConfig = DashboardsConfig()
+
+    @property
+    def subagent(self) -> SubagentConfig:
+        return self.agent.subagent
+
+    @classmethod
+    def preset(cls, name: str) -> Config:
+        """One of the named presets: ``cost-optimized``, ``performance-optimized``, ``balanced``."""
+        try:
+            quotas = PRESETS[name]
+        except KeyError:
+            msg = f"unknown preset {name!r}; choose one of: {', '.join(PRESETS)}"
+            raise ConfigError(msg) from None
+        return cls.model_validate({"agent": {"subagent": dict(quotas)}})
+
+    @classmethod
+    def default(cls) -> Config:
+        """The production default: the ``balanced`` preset."""
+        return cls.preset(DEFAULT_PRESET)
+
+
+PRESETS: Mapping[str, Mapping[str, int]] = {
+    "cost-optimized": {
+        "max_depth": 2,
+        "default_max_turns": 3,
+        "max_executions": 5,
+        "max_total_tokens": 10_000,
+        "output_max_size": 2048,
+    },
+    "performance-optimized": {
+        "max_depth": 4,
+        "default_max_turns": 20,
+        "max_executions": 50,
+        "max_total_tokens": 500_000,
+        "max_total_time": 3600,
+    },
+    "balanced": {
+        "max_depth": 3,
+        "default_max_turns": 10,
+        "max_executions": 20,
+        "max_total_tokens": 100_000,
+        "max_total_time": 600,
+    },
+}
+DEFAULT_PRESET = "balanced"
+
+
+# --------------------------------------------------------------------------------------------------
+# Loading with line numbers.
+
+
+def load_config(path: str | Path) -> Config:
+    """Read and validate a YAML configuration file; raise one ``ConfigError`` naming every problem."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        msg = f"cannot read configuration {str(path)!r}: {exc.strerror or exc}"
+        raise ConfigError(msg) from None
+    return load_config_text(text, source=str(path))
+
+
+def load_config_text(text: str, source: str = "<config>") -> Config:
+    """Validate a YAML document given as text (``source`` names it in messages)."""
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = yaml.safe_load(text)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "an unknown line"
+        msg = f"{source}: YAML syntax error at {where}: {exc.problem or exc}. Fix the YAML syntax there."
+        raise ConfigError(msg) from None
+    except yaml.YAMLError as exc:
+        msg = f"{source}: not valid YAML: {exc}"
+        raise ConfigError(msg) from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        msg = (
+            f"{source}: the document must be a mapping with keys such as `agent:`, got {type(data).__name__}"
+        )
+        raise ConfigError(msg)
+    try:
+        return Config.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, node, source)) from None
+
+
+def _describe(exc: ValidationError, root: yaml.Node | None, source: str) -> str:
+    problems = [_describe_one(err, root, source) for err in exc.errors()]
+    head = f"{source}: invalid configuration" if len(problems) > 1 else ""
+    return "\n".join([head, *(f"  - {p}" for p in problems)]) if head else problems[0]
+
+
+def _describe_one(err: Any, root: yaml.Node | None, source: str) -> str:
+    loc = tuple(str(p) for p in err["loc"])
+    key = ".".join(p for p in loc if p)
+    node = _find_node(root, loc)
+    line = f" ({source}, line {node.start_mark.line + 1})" if node is not None else f" ({source})"
+    if err["type"] == "extra_forbidden":
+        known = _known_keys(loc[:-1])
+        close = difflib.get_close_matches(loc[-1], known, n=1, cutoff=0.6)
+        hint = f"did you mean `{close[0]}`?" if close else f"known keys here: {', '.join(sorted(known))}"
+        return f"unknown key `{key}`{line}; {hint}"
+    value = err.get("input")
+    allowed = _allowed(err)
+    shown = "missing" if err["type"] == "missing" else f"{value!r}"
+    return f"`{key}` = {shown}{line}: {err['msg']}.{allowed}"
+
+
+def _allowed(err: Any) -> str:
+    """The whole allowed range of the field (both bounds), not just the bound that was crossed."""
+    field = _field_at(tuple(str(p) for p in err["loc"]))
+    bounds = []
+    for meta in field.metadata if field is not None else ():
+        for attr, text in (("ge", ">="), ("gt", ">"), ("le", "<="), ("lt", "<")):
+            if getattr(meta, attr, None) is not None:
+                bounds.append(f"{text} {getattr(meta, attr)}")
+    if bounds:
+        optional = field is not None and field.default is None
+        tail = " or null for unlimited" if optional else ""
+        return f" Allowed: {' and '.join(bounds)}{tail}; set a value in that range."
+    ctx = err.get("ctx") or {}
+    if "expected" in ctx:
+        return f" Allowed: {ctx['expected']}."
+    return ""
+
+
+def _field_at(loc: tuple[str, ...]) -> FieldInfo | None:
+    model: Any = Config
+    field: FieldInfo | None = None
+    for part in loc:
+        if not (isinstance(model, type) and issubclass(model, BaseModel)):
+            return None
+        field = next(
+            (f for name, f in model.model_fields.items() if part in (name, f.alias)),
+            None,
+        )
+        if field is None:
+            return None
+        model = field.annotation
+    return field
+
+
+def _known_keys(loc: tuple[str, ...]) -> list[str]:
+    field = _field_at(loc) if loc else None
+    model: Any = field.annotation if field is not None else Config
+    if isinstance(model, type) and issubclass(model, BaseModel):
+        return [f.alias or name for name, f in model.model_fields.items()]
+    return []
+
+
+def _find_node(node: yaml.Node | None, loc: tuple[str, ...]) -> yaml.Node | None:
+    """The YAML node at a pydantic error location (the key node for unknown keys), if any."""
+    for depth, part in enumerate(loc):
+        if isinstance(node, yaml.MappingNode):
+            for key_node, value_node in node.value:
+                if key_node.value == part:
+                    last = depth == len(loc) - 1
+                    node = key_node if last and not isinstance(value_node, yaml.ScalarNode) else value_node
+                    break
+            else:
+                return node
+        elif isinstance(node, yaml.SequenceNode) and part.isdigit() and int(part) < len(node.value):
+            node = node.value[int(part)]
+        else:
+            return node
+    return node

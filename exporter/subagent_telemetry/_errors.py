@@ -1,0 +1,101 @@
+"""The documented exceptions: configuration errors and the quota family.
+
+Quota messages start with the troubleshooting headings of the original design
+("Execution limit reached: 2/2") and name the configuration key to raise.
+"""
+
+from __future__ import annotations
+
+from ._vocab import ErrorType, Resource
+
+
+class ConfigError(ValueError):
+    """The configuration is invalid. The message names the key path, the value, the allowed range,
+    the file line and the fix; it is meant to be shown to a human as is."""
+
+
+class SubagentInputError(ValueError):
+    """Raise from agent code when a subagent was given bad input; recorded as ``invalid_input``."""
+
+
+def _fmt(value: float) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+class QuotaExceeded(Exception):  # noqa: N818 - the name is the seed API users already catch
+    """A quota refused or stopped an execution. ``resource``, ``used`` and ``limit`` say which."""
+
+    resource: Resource = Resource.EXECUTIONS
+    heading: str = "Quota exceeded"
+    config_key: str = "agent.subagent"
+    error_type: ErrorType = ErrorType.QUOTA_EXCEEDED
+
+    def __init__(self, used: float, limit: float, detail: str = "") -> None:
+        self.used = used
+        self.limit = limit
+        message = f"{self.heading}: {self._figures()}. Raise {self.config_key} to allow more."
+        if detail:
+            message = f"{message} {detail}"
+        super().__init__(message)
+
+    def _figures(self) -> str:
+        return f"{_fmt(self.used)}/{_fmt(self.limit)}"
+
+
+class ExecutionLimitReached(QuotaExceeded):
+    """The session already admitted ``max_executions`` executions."""
+
+    resource = Resource.EXECUTIONS
+    heading = "Execution limit reached"
+    config_key = "agent.subagent.max_executions"
+
+
+class TokenLimitExceeded(QuotaExceeded):
+    """The session's token total reached or passed ``max_total_tokens``."""
+
+    resource = Resource.TOKENS
+    heading = "Token limit exceeded"
+    config_key = "agent.subagent.max_total_tokens"
+
+
+class TimeLimitExceeded(QuotaExceeded):
+    """The session's wall-clock budget ``max_total_time`` is spent."""
+
+    resource = Resource.TIME_SECONDS
+    heading = "Time limit exceeded"
+    config_key = "agent.subagent.max_total_time"
+    error_type = ErrorType.TIMEOUT
+
+    def _figures(self) -> str:
+        return f"{self.used:.1f}s >= {_fmt(self.limit)}s"
+
+
+class DepthLimitExceeded(QuotaExceeded):
+    """Opening this execution would nest deeper than ``max_depth``."""
+
+    resource = Resource.DEPTH
+    heading = "Depth limit exceeded"
+    config_key = "agent.subagent.max_depth"
+    error_type = ErrorType.MAX_DEPTH_REACHED
+
+    def _figures(self) -> str:
+        return f"depth {_fmt(self.used)} > {_fmt(self.limit)}"
+
+
+class TurnLimitExceeded(QuotaExceeded):
+    """The execution used all its turns (``default_max_turns`` or the per-call ``max_turns``)."""
+
+    resource = Resource.TURNS
+    heading = "Turn limit reached"
+    config_key = "agent.subagent.default_max_turns (or the max_turns= argument)"
+
+
+class ConcurrencyLimitReached(QuotaExceeded):
+    """No concurrency slot became free within the admission timeout."""
+
+    resource = Resource.CONCURRENCY
+    heading = "Concurrency limit reached"
+    config_key = "agent.subagent.max_concurrency (or agent.subagent.concurrency_timeout)"
+
+    def _figures(self) -> str:
+        return f"{_fmt(self.used)} active >= {_fmt(self.limit)}"
