@@ -136,7 +136,7 @@ QUOTA_LIMIT = MetricSpec(
     name="subagent_quota_limit",
     kind=Kind.GAUGE,
     help="Configured session budget per resource (executions, tokens, time_seconds); absent when unlimited.",
-    labels=("resource",),
+    labels=("resource", "session"),
     otel_name="subagent.quota_limit",
     otel_unit="{quota}",
     multiprocess_mode="max",
@@ -145,7 +145,7 @@ QUOTA_USED = MetricSpec(
     name="subagent_quota_used",
     kind=Kind.GAUGE,
     help="Session budget used so far per resource (executions, tokens, time_seconds).",
-    labels=("resource",),
+    labels=("resource", "session"),
     otel_name="subagent.quota_used",
     otel_unit="{quota}",
     multiprocess_mode="max",
@@ -167,6 +167,10 @@ MAX_CONCURRENCY = MetricSpec(
     otel_unit="{execution}",
     multiprocess_mode="max",
 )
+
+#: The quota gauges carry ``session`` (``quota.session``): with a shared store every process of a fleet
+#: exports the same budget, so queries take ``max by (session, resource)``, never ``sum``. With the
+#: in-memory store each process has its own budget and the same ``max`` shows the closest to exhaustion.
 
 #: Every metric, in exposition order.
 CATALOG: tuple[MetricSpec, ...] = (
