@@ -6,6 +6,7 @@
 #   DIR/root/...          unpacked packages
 #   DIR/bin/prometheus    promtool  alertmanager  amtool  victoria-metrics  pushgateway
 #   DIR/bin/redis-server  redis-cli (wrappers: redis needs libjemalloc2 and liblzf1 from DIR/root)
+#   DIR/bin/alertmanager  (wrapper: see patch_alertmanager)
 #   DIR/.stamp            layout version + package versions; a re-run with a complete stamp is instant
 #
 # Usage: scripts/install-tools.sh [DIR]     (DIR defaults to .tools at the repo root)
@@ -15,8 +16,8 @@
 # here, the next suite in SUITES (testing) is tried. Redis comes from bookworm: sid's needs glibc 2.43.
 set -euo pipefail
 
-LAYOUT=1  # bump when the layout of DIR changes, so old folders are rebuilt
-SUITES=${SUBAGENT_TELEMETRY_TOOL_SUITES:-sid forky}
+LAYOUT=2  # bump when the layout of DIR changes, so old folders are rebuilt
+SUITES=${SUBAGENT_TELEMETRY_TOOL_SUITES:-sid testing}
 KEYRING=/usr/share/keyrings/debian-archive-keyring.gpg
 SERVER_PACKAGES=(prometheus promtool prometheus-alertmanager victoria-metrics prometheus-pushgateway)
 REDIS_PACKAGES=(redis-server redis-tools libjemalloc2 liblzf1)
@@ -34,7 +35,7 @@ die() {
 }
 
 summary() {
-    # One line: "tools in DIR/bin: prometheus 3.5.3+ds1-6, ..."
+    # One line: "install-tools: DIR/bin: prometheus 3.5.3+ds1-6, ..."
     local line
     line=$(grep -v '^layout=' "$stamp" | sed 's/=/ /' | paste -sd ',' - | sed 's/,/, /g')
     echo "install-tools: $dir/bin: $line"
@@ -103,9 +104,23 @@ unpack() {
     done
 }
 
-# major_of BINARY: first "version X.Y" printed by BINARY --version.
+# version_of BINARY: the first "version X.Y[.Z]" that BINARY --version prints.
 version_of() {
     "$1" --version 2>&1 | grep -oE 'version [0-9]+\.[0-9]+(\.[0-9]+)?' | head -n1 | cut -d' ' -f2
+}
+
+# Debian's alertmanager reads its default.tmpl (and UI) from the hard-coded folder
+# /usr/share/prometheus/alertmanager, and fails to start without it. Rather than write to /usr, rewrite
+# that path in the binary to "/proc/self/fd/9" padded with slashes to the same length (the kernel
+# collapses them); the bin/alertmanager wrapper opens DIR/root/usr/share/prometheus/alertmanager as fd 9.
+AM_SHARE=/usr/share/prometheus/alertmanager
+AM_FD=9
+patch_alertmanager() {  # $1: root folder
+    local binary=$1/usr/bin/prometheus-alertmanager replacement
+    replacement=$(printf '%-*s' ${#AM_SHARE} "/proc/self/fd/$AM_FD" | tr ' ' /)
+    OLD=$AM_SHARE NEW=$replacement perl -0777 -pi -e 's/\Q$ENV{OLD}\E/$ENV{NEW}/g' "$binary"
+    ! grep -qF "$AM_SHARE" "$binary" || die "could not rewrite $AM_SHARE in $binary"
+    [[ -f $1$AM_SHARE/default.tmpl ]] || die "$AM_SHARE/default.tmpl missing from the package"
 }
 
 link_binaries() {  # $1: folder holding root/, which gets bin/
@@ -114,7 +129,14 @@ link_binaries() {  # $1: folder holding root/, which gets bin/
     mkdir -p "$base/bin"
     ln -s ../root/usr/bin/prometheus "$base/bin/prometheus"
     ln -s ../root/usr/bin/promtool "$base/bin/promtool"
-    ln -s ../root/usr/bin/prometheus-alertmanager "$base/bin/alertmanager"
+    cat >"$base/bin/alertmanager" <<EOF
+#!/bin/sh
+# The binary reads $AM_SHARE through fd $AM_FD (see patch_alertmanager in install-tools.sh).
+here=\$(dirname "\$(readlink -f "\$0")")
+exec $AM_FD<"\$here/../root$AM_SHARE"
+exec "\$here/../root/usr/bin/prometheus-alertmanager" "\$@"
+EOF
+    chmod +x "$base/bin/alertmanager"
     ln -s ../root/usr/bin/amtool "$base/bin/amtool"
     ln -s ../root/usr/bin/victoria-metrics "$base/bin/victoria-metrics"
     ln -s ../root/usr/bin/prometheus-pushgateway "$base/bin/pushgateway"
@@ -142,6 +164,7 @@ for suite in $SUITES; do
     fetch "$suite" "$mirror $suite main" -- "${SERVER_PACKAGES[@]}"
     unpack "$suite" "$staging/root"
     unpack bookworm "$staging/root"
+    patch_alertmanager "$staging/root"
     link_binaries "$staging"
     if "$staging/bin/prometheus" --version >/dev/null 2>&1; then
         ok=$suite
