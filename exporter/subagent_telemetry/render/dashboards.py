@@ -1,4 +1,8 @@
-"""Grafana dashboards (placeholder until the dashboards issue lands)."""
+"""Grafana dashboards rendered from the config with grafana-foundation-sdk.
+
+The SDK is the optional ``dashboards`` extra, imported only when dashboards are rendered, so the
+rest of the package (and rule rendering) works without it.
+"""
 
 from __future__ import annotations
 
@@ -6,8 +10,24 @@ from pathlib import Path
 
 from .._config import Config
 
+#: Where each dashboard is written, relative to the output directory, by its UID suffix.
+DASHBOARD_PATHS: dict[str, Path] = {
+    "overview": Path("dashboards/subagents-overview.json"),
+    "quotas": Path("dashboards/subagents-quotas.json"),
+}
+
 
 def render_dashboards(config: Config) -> dict[Path, str]:
     """Rendered dashboard JSON files keyed by path relative to the output directory."""
-    del config
-    return {}
+    try:
+        from . import _dashboard_layout as layout  # noqa: PLC0415 - the SDK is an optional extra
+    except ModuleNotFoundError as exc:
+        msg = (
+            f"rendering dashboards needs grafana-foundation-sdk ({exc.name} is missing); "
+            "install it with: pip install 'subagent-telemetry[dashboards]'"
+        )
+        raise RuntimeError(msg) from None
+    return {
+        DASHBOARD_PATHS["overview"]: layout.to_json(layout.overview(config)),
+        DASHBOARD_PATHS["quotas"]: layout.to_json(layout.quotas(config)),
+    }

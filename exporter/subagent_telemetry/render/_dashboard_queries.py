@@ -1,0 +1,163 @@
+"""The PromQL of every dashboard panel, built from the config and the metric catalog.
+
+Conventions (checked by tests/test_dashboards.py):
+
+- every expression carries the configured selector plus ``<job_label>=~"$job"`` and
+  ``<instance_label>=~"$instance"`` (regex matchers, so the All value ``.+`` and multi-value
+  selections ``(a|b)`` work);
+- every ``rate``/``increase`` uses ``$__rate_interval``; counters are always ``sum by (...)``;
+- quota gauges are combined with ``max by (session, resource)``, never summed: a fleet sharing a budget
+  exports the same values from every process;
+- metric names come from the catalog objects, never from string literals.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .._catalog import (
+    ACTIVE,
+    COMPLETIONS,
+    DURATION,
+    ERRORS,
+    EXECUTIONS,
+    MAX_CONCURRENCY,
+    OUTPUT_TRUNCATIONS,
+    QUOTA_LIMIT,
+    QUOTA_REJECTIONS,
+    QUOTA_USED,
+    TOKENS,
+    TURNS,
+    MetricSpec,
+)
+from .._config import Config
+from ._promql import by_clause, selector
+
+RATE_INTERVAL = "$__rate_interval"
+#: Quantiles drawn for each histogram.
+QUANTILES: tuple[float, ...] = (0.5, 0.95, 0.99)
+
+
+@dataclass(frozen=True)
+class DashboardQueries:
+    """PromQL for one config; ``keep`` are the labels every aggregation keeps (job + group_by)."""
+
+    config: Config
+
+    # -- building blocks -------------------------------------------------------------------------
+
+    @property
+    def job_label(self) -> str:
+        return self.config.alerts.job_label
+
+    @property
+    def instance_label(self) -> str:
+        return self.config.alerts.instance_label
+
+    @property
+    def keep(self) -> tuple[str, ...]:
+        return (self.job_label, *self.config.alerts.group_by)
+
+    @property
+    def quota_keep(self) -> tuple[str, ...]:
+        return (*self.config.alerts.group_by, "session", "resource")
+
+    def sel(self, *extra: str) -> str:
+        """``{configured matchers, job=~"$job", instance=~"$instance", extra...}``."""
+        variables = (f'{self.job_label}=~"$job"', f'{self.instance_label}=~"$instance"')
+        return "{" + selector(self.config.alerts.matchers, *variables, *extra) + "}"
+
+    def variable_query(self, label: str, *extra: str) -> str:
+        """``label_values`` over the always-present max_concurrency gauge (no per-execution labels)."""
+        inner = selector(self.config.alerts.matchers, *extra)
+        return f"label_values({MAX_CONCURRENCY.name}{{{inner}}}, {label})"
+
+    def rate(self, metric: MetricSpec, by: tuple[str, ...] = (), *extra: str, series: str = "") -> str:
+        """``sum by (keep..., by...) (rate(metric{sel}[$__rate_interval]))``."""
+        name = metric.name + series
+        return f"sum {by_clause((*self.keep, *by))} (rate({name}{self.sel(*extra)}[{RATE_INTERVAL}]))"
+
+    def quantile(self, q: float, metric: MetricSpec, by: tuple[str, ...] = ()) -> str:
+        return f"histogram_quantile({q}, {self.rate(metric, (*by, 'le'), series='_bucket')})"
+
+    def buckets(self, metric: MetricSpec) -> str:
+        """Bucket rates summed per ``le`` only, as a heatmap needs one series per bucket."""
+        return f"sum by (le) (rate({metric.name}_bucket{self.sel()}[{RATE_INTERVAL}]))"
+
+    def error_ratio(self, by: tuple[str, ...] = ()) -> str:
+        """Errors / executions; 0 when nothing failed, no value when idle (never a division by zero)."""
+        errors, executions = self.rate(ERRORS, by), self.rate(EXECUTIONS, by)
+        return f"({errors} or 0 * {executions}) / ({executions} > 0)"
+
+    def quota(self, metric: MetricSpec, *extra: str) -> str:
+        return f"max {by_clause(self.quota_keep)} ({metric.name}{self.sel(*extra)})"
+
+    # -- Overview ----------------------------------------------------------------------------------
+
+    def execution_rate(self, by: tuple[str, ...] = ()) -> str:
+        return self.rate(EXECUTIONS, by)
+
+    def active(self, by: tuple[str, ...] = ()) -> str:
+        return f"sum {by_clause((*self.keep, *by))} ({ACTIVE.name}{self.sel()})"
+
+    def max_concurrency(self, by: tuple[str, ...] = ()) -> str:
+        return f"max {by_clause((*self.keep, *by))} ({MAX_CONCURRENCY.name}{self.sel()})"
+
+    def completions(self) -> str:
+        return self.rate(COMPLETIONS, ("status",))
+
+    def errors_by_type(self) -> str:
+        return self.rate(ERRORS, ("error_type",))
+
+    def truncations(self) -> str:
+        return self.rate(OUTPUT_TRUNCATIONS, ("depth",))
+
+    def duration_quantile(self, q: float, by: tuple[str, ...] = ()) -> str:
+        return self.quantile(q, DURATION, by)
+
+    def turns_quantile(self, q: float) -> str:
+        return self.quantile(q, TURNS)
+
+    def tokens_quantile(self, q: float) -> str:
+        return self.quantile(q, TOKENS)
+
+    def duration_buckets(self) -> str:
+        return self.buckets(DURATION)
+
+    def turns_buckets(self) -> str:
+        return self.buckets(TURNS)
+
+    def tokens_buckets(self) -> str:
+        return self.buckets(TOKENS)
+
+    # -- Quotas ------------------------------------------------------------------------------------
+
+    def quota_used_ratio(self) -> str:
+        return f"{self.quota(QUOTA_USED)} / ({self.quota(QUOTA_LIMIT)} > 0)"
+
+    def quota_limit(self, *extra: str) -> str:
+        return self.quota(QUOTA_LIMIT, *extra)
+
+    def quota_used(self, *extra: str) -> str:
+        return self.quota(QUOTA_USED, *extra)
+
+    def quota_warning_level(self, *extra: str) -> str:
+        """The limit times the quota_nearly_exhausted threshold: where the alert starts."""
+        threshold = self.config.alerts.quota_nearly_exhausted.threshold
+        return f"{threshold} * {self.quota(QUOTA_LIMIT, *extra)}"
+
+    def quota_remaining(self) -> str:
+        return f"clamp_min({self.quota(QUOTA_LIMIT)} - {self.quota(QUOTA_USED)}, 0)"
+
+    def rejections(self) -> str:
+        return self.rate(QUOTA_REJECTIONS, ("resource",))
+
+    def time_to_exhaustion(self) -> str:
+        """Remaining budget / current consumption rate (a linear fit over the alert rate window).
+
+        ``deriv`` fits a gauge, it is not a counter rate, so it uses the configured
+        ``alerts.rate_window``: a few scrapes (``$__rate_interval``) are too noisy for a forecast.
+        """
+        window = self.config.alerts.rate_window
+        slope = f"max {by_clause(self.quota_keep)} (deriv({QUOTA_USED.name}{self.sel()}[{window}]))"
+        return f"{self.quota_remaining()} / ({slope} > 0)"
