@@ -12,6 +12,10 @@ from ._errors import (
     TokenLimitExceeded,
     TurnLimitExceeded,
 )
+from ._execution import Execution, SubagentMetrics
+from ._quota import InMemoryQuotaStore, QuotaLimits, QuotaStore, QuotaTracker, QuotaUsage
+from ._server import MetricsServer
+from ._telemetry import SubagentTelemetry
 from ._vocab import ErrorType, Resource, Status
 
 __all__ = [
@@ -20,11 +24,20 @@ __all__ = [
     "ConfigError",
     "DepthLimitExceeded",
     "ErrorType",
+    "Execution",
     "ExecutionLimitReached",
+    "InMemoryQuotaStore",
+    "MetricsServer",
     "QuotaExceeded",
+    "QuotaLimits",
+    "QuotaStore",
+    "QuotaTracker",
+    "QuotaUsage",
     "Resource",
     "Status",
     "SubagentInputError",
+    "SubagentMetrics",
+    "SubagentTelemetry",
     "TimeLimitExceeded",
     "TokenLimitExceeded",
     "TurnLimitExceeded",

@@ -1,0 +1,181 @@
+"""Prometheus backend: the catalog's metrics on a ``CollectorRegistry``.
+
+Label children are resolved once per (depth, agent) and cached, so the hot path is a dict lookup and a
+few ``inc``/``observe`` calls. Quota gauges are computed when Prometheus collects, not on the hot path.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.metrics_core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from . import _catalog as cat
+from ._errors import QuotaExceeded
+from ._quota import QuotaLimits, QuotaUsage
+from ._recorder import RunView
+from ._vocab import BUDGET_RESOURCES, ErrorType, Resource, Status
+
+
+class _Children:
+    """Bound label children for one (depth, agent)."""
+
+    __slots__ = (
+        "active",
+        "completions",
+        "duration",
+        "errors",
+        "executions",
+        "tokens",
+        "truncations",
+        "turns",
+    )
+
+    def __init__(self, m: _Metrics, values: tuple[str, ...]) -> None:
+        self.executions = m.executions.labels(*values)
+        self.active = m.active.labels(*values)
+        self.turns = m.turns.labels(*values)
+        self.tokens = m.tokens.labels(*values)
+        self.truncations = m.truncations.labels(*values)
+        self.duration = {s: m.duration.labels(values[0], s.value, *values[1:]) for s in Status}
+        self.completions = {s: m.completions.labels(values[0], s.value, *values[1:]) for s in Status}
+        self.errors = {e: m.errors.labels(values[0], e.value, *values[1:]) for e in ErrorType}
+
+
+def _labelnames(spec: cat.MetricSpec, with_agent: bool) -> tuple[str, ...]:
+    return (*spec.labels, cat.AGENT_LABEL) if with_agent and spec in cat.PER_EXECUTION else spec.labels
+
+
+class _Metrics:
+    def __init__(self, registry: CollectorRegistry, with_agent: bool) -> None:
+        multiproc = "PROMETHEUS_MULTIPROC_DIR" in os.environ
+
+        def make(spec: cat.MetricSpec) -> Any:
+            names = _labelnames(spec, with_agent)
+            kwargs: dict[str, Any] = {"registry": registry, "unit": spec.unit}
+            if spec.kind is cat.Kind.COUNTER:
+                return Counter(spec.base_name, spec.help, names, **kwargs)
+            if spec.kind is cat.Kind.HISTOGRAM:
+                return Histogram(spec.base_name, spec.help, names, buckets=spec.buckets, **kwargs)
+            if multiproc and spec.multiprocess_mode:
+                kwargs["multiprocess_mode"] = spec.multiprocess_mode
+            return Gauge(spec.base_name, spec.help, names, **kwargs)
+
+        self.executions = make(cat.EXECUTIONS)
+        self.active = make(cat.ACTIVE)
+        self.duration = make(cat.DURATION)
+        self.turns = make(cat.TURNS)
+        self.tokens = make(cat.TOKENS)
+        self.completions = make(cat.COMPLETIONS)
+        self.errors = make(cat.ERRORS)
+        self.truncations = make(cat.OUTPUT_TRUNCATIONS)
+        self.rejections = make(cat.QUOTA_REJECTIONS)
+
+
+class QuotaCollector(Collector):
+    """``subagent_quota_limit``/``subagent_quota_used``/``subagent_max_concurrency`` at scrape time."""
+
+    def __init__(
+        self,
+        limits: Callable[[], QuotaLimits],
+        usage: Callable[[], QuotaUsage],
+        session: str,
+        max_concurrency: int,
+    ) -> None:
+        self._limits = limits
+        self._usage = usage
+        self._session = session
+        self._max_concurrency = max_concurrency
+
+    def collect(self) -> Iterator[Metric]:
+        limits, usage = self._limits(), self._usage()
+        limit = GaugeMetricFamily(cat.QUOTA_LIMIT.name, cat.QUOTA_LIMIT.help, labels=cat.QUOTA_LIMIT.labels)
+        used = GaugeMetricFamily(cat.QUOTA_USED.name, cat.QUOTA_USED.help, labels=cat.QUOTA_USED.labels)
+        for resource in BUDGET_RESOURCES:
+            value = limits.limit_of(resource)
+            if value is not None:  # Unlimited: no series, so ratios and alerts are absent.
+                limit.add_metric([resource.value, self._session], value)
+            used.add_metric([resource.value, self._session], usage.used_of(resource))
+        yield limit
+        yield used
+        yield GaugeMetricFamily(
+            cat.MAX_CONCURRENCY.name, cat.MAX_CONCURRENCY.help, value=self._max_concurrency
+        )
+
+
+class PrometheusBackend:
+    """Records executions into prometheus_client metrics on the given registry."""
+
+    def __init__(
+        self,
+        registry: CollectorRegistry,
+        *,
+        max_depth: int,
+        with_agent_label: bool = False,
+        exemplars: bool = False,
+    ) -> None:
+        self.registry = registry
+        self._metrics = _Metrics(registry, with_agent_label)
+        self._with_agent = with_agent_label
+        self._exemplars = exemplars
+        self._children: dict[tuple[str, str], _Children] = {}
+        self._lock = threading.Lock()
+        self._rejections = {r: self._metrics.rejections.labels(r.value) for r in Resource}
+        if not with_agent_label:  # Every series exists from the start: rates work on fresh systems.
+            for depth in range(1, max_depth + 1):
+                self._bound(str(depth), "")
+
+    def _bound(self, depth: str, agent: str) -> _Children:
+        key = (depth, agent)
+        children = self._children.get(key)
+        if children is None:
+            with self._lock:
+                children = self._children.get(key)
+                if children is None:
+                    values = (depth, agent) if self._with_agent else (depth,)
+                    children = self._children[key] = _Children(self._metrics, values)
+        return children
+
+    def started(self, run: RunView) -> None:
+        children = self._bound(run.depth_label, run.agent)
+        children.executions.inc()
+        children.active.inc()
+
+    def refused(self, run: RunView, error: QuotaExceeded) -> None:
+        children = self._bound(run.depth_label, run.agent)
+        children.executions.inc()
+        children.errors[error.error_type].inc()
+        self._rejections[error.resource].inc()
+
+    def quota_stopped(self, run: RunView, resource: Resource) -> None:
+        self._rejections[resource].inc()
+
+    def turn_limit(self, run: RunView) -> None:
+        """Turn limits show as ``status="incomplete"`` when the execution ends."""
+
+    def truncated(self, run: RunView, size_bytes: int, limit_bytes: int) -> None:
+        self._bound(run.depth_label, run.agent).truncations.inc()
+
+    def finished(self, run: RunView) -> None:
+        children = self._bound(run.depth_label, run.agent)
+        children.active.dec()
+        tokens = run.input_tokens + run.output_tokens
+        exemplar = {"trace_id": run.trace_id} if self._exemplars and run.trace_id else None
+        children.turns.observe(run.turns)
+        children.tokens.observe(tokens, exemplar)
+        status = run.status
+        if status is not None:
+            children.duration[status].observe(run.duration_seconds, exemplar)
+            children.completions[status].inc()
+        else:
+            # Failed executions are timed under "incomplete": they did not complete.
+            children.duration[Status.INCOMPLETE].observe(run.duration_seconds, exemplar)
+            children.errors[run.error_type or ErrorType.EXECUTION_FAILED].inc()
+
+    def shutdown(self, timeout_seconds: float) -> None:
+        """Nothing to flush: Prometheus pulls."""

@@ -1,0 +1,239 @@
+"""Session budgets: ``QuotaLimits``, ``QuotaTracker`` and the store seam behind it.
+
+The tracker knows nothing of metrics. Every check-and-update is one atomic step in the store, so
+threads, asyncio tasks (and, with a shared store, processes) racing for the last slots never over-admit.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+from ._config import SubagentConfig
+from ._errors import ExecutionLimitReached, TimeLimitExceeded, TokenLimitExceeded
+from ._vocab import Resource
+
+Clock = Callable[[], float]
+#: Called once per resource when its utilization first reaches the warning ratio: (resource, used, limit).
+WarningHook = Callable[[Resource, float, float], None]
+
+
+@dataclass(frozen=True, slots=True)
+class QuotaLimits:
+    """Session budgets; ``None`` means unlimited."""
+
+    max_executions: int | None = None
+    max_total_tokens: int | None = None
+    max_total_time: float | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("max_executions", "max_total_tokens", "max_total_time"):
+            value = getattr(self, name)
+            if value is not None and not value > 0:
+                msg = f"QuotaLimits.{name} must be > 0 or None (unlimited), got {value!r}"
+                raise ValueError(msg)
+
+    @classmethod
+    def from_config(cls, config: SubagentConfig) -> QuotaLimits:
+        return cls(config.max_executions, config.max_total_tokens, config.max_total_time)
+
+    def limit_of(self, resource: Resource) -> float | None:
+        if resource is Resource.EXECUTIONS:
+            return self.max_executions
+        if resource is Resource.TOKENS:
+            return self.max_total_tokens
+        if resource is Resource.TIME_SECONDS:
+            return self.max_total_time
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class QuotaUsage:
+    """What a session has used so far."""
+
+    executions: int
+    total_tokens: int
+    elapsed_seconds: float
+
+    def used_of(self, resource: Resource) -> float:
+        if resource is Resource.EXECUTIONS:
+            return self.executions
+        if resource is Resource.TOKENS:
+            return self.total_tokens
+        return self.elapsed_seconds
+
+
+class QuotaStore(Protocol):
+    """Where a session's counters live. Each method is one atomic check-and-update."""
+
+    def reserve(self, limits: QuotaLimits) -> QuotaUsage:
+        """Check every limit and count one execution; raise the matching ``QuotaExceeded`` instead."""
+        ...
+
+    def add_tokens(self, tokens: int, limits: QuotaLimits) -> QuotaUsage:
+        """Add tokens (keeping an honest total) and return the usage after the addition."""
+        ...
+
+    def usage(self) -> QuotaUsage:
+        """A consistent snapshot."""
+        ...
+
+    def reset(self) -> None:
+        """Start a new session: zero the counters and restart the clock."""
+        ...
+
+
+class InMemoryQuotaStore:
+    """The default store: one process, guarded by one lock held for a few comparisons."""
+
+    __slots__ = ("_clock", "_executions", "_lock", "_started", "_tokens")
+
+    def __init__(self, clock: Clock = time.monotonic) -> None:
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._executions = 0
+        self._tokens = 0
+        self._started = clock()
+
+    def reserve(self, limits: QuotaLimits) -> QuotaUsage:
+        max_time = limits.max_total_time
+        elapsed = self._clock() - self._started if max_time is not None else 0.0
+        with self._lock:
+            executions = self._executions
+            if limits.max_executions is not None and executions >= limits.max_executions:
+                raise ExecutionLimitReached(executions, limits.max_executions)
+            if limits.max_total_tokens is not None and self._tokens >= limits.max_total_tokens:
+                raise TokenLimitExceeded(self._tokens, limits.max_total_tokens)
+            if max_time is not None and elapsed >= max_time:
+                raise TimeLimitExceeded(elapsed, max_time)
+            self._executions = executions + 1
+            return QuotaUsage(executions + 1, self._tokens, elapsed)
+
+    def add_tokens(self, tokens: int, limits: QuotaLimits) -> QuotaUsage:
+        with self._lock:
+            self._tokens += tokens
+            return QuotaUsage(self._executions, self._tokens, self._clock() - self._started)
+
+    def usage(self) -> QuotaUsage:
+        with self._lock:
+            return QuotaUsage(self._executions, self._tokens, self._clock() - self._started)
+
+    def reset(self) -> None:
+        with self._lock:
+            self._executions = 0
+            self._tokens = 0
+            self._started = self._clock()
+
+
+class QuotaTracker:
+    """Admission control for one session (seed-compatible API).
+
+    ``check_and_reserve()`` admits and counts an execution atomically; ``record_execution(tokens)``
+    adds its tokens. Executions count at admission, whatever their outcome.
+    """
+
+    def __init__(
+        self,
+        limits: QuotaLimits,
+        *,
+        store: QuotaStore | None = None,
+        clock: Clock = time.monotonic,
+        warning_ratio: float | None = None,
+        on_warning: WarningHook | None = None,
+    ) -> None:
+        self.limits = limits
+        self._clock = clock
+        self._store: QuotaStore = store if store is not None else InMemoryQuotaStore(clock)
+        self._warning_ratio = warning_ratio
+        self._on_warning = on_warning
+        self._warn_lock = threading.Lock()
+        #: (resource, usage at which to warn, limit) not yet warned about; empty = nothing to check.
+        self._pending_warnings: list[tuple[Resource, float, float]] = []
+        self._arm_warnings()
+
+    @property
+    def store(self) -> QuotaStore:
+        return self._store
+
+    def check_and_reserve(self) -> QuotaUsage:
+        """Admit one execution or raise ``ExecutionLimitReached`` / ``TokenLimitExceeded`` /
+        ``TimeLimitExceeded``; check and count happen in one atomic step."""
+        usage = self._store.reserve(self.limits)
+        if self._pending_warnings:
+            self._maybe_warn(usage)
+        return usage
+
+    def record_execution(self, tokens: int) -> QuotaUsage:
+        """Add an execution's tokens; raise ``TokenLimitExceeded`` once the total passes the limit.
+
+        The tokens are counted even when they overshoot: the total stays honest.
+        """
+        if tokens < 0:
+            msg = f"tokens must be >= 0, got {tokens!r}"
+            raise ValueError(msg)
+        usage = self._store.add_tokens(tokens, self.limits)
+        if self._pending_warnings:
+            self._maybe_warn(usage)
+        limit = self.limits.max_total_tokens
+        if limit is not None and usage.total_tokens > limit:
+            raise TokenLimitExceeded(usage.total_tokens, limit)
+        return usage
+
+    def get_usage(self) -> QuotaUsage:
+        return self._store.usage()
+
+    def remaining_executions(self) -> int | None:
+        limit = self.limits.max_executions
+        return None if limit is None else max(limit - self._store.usage().executions, 0)
+
+    def remaining_tokens(self) -> int | None:
+        limit = self.limits.max_total_tokens
+        return None if limit is None else max(limit - self._store.usage().total_tokens, 0)
+
+    def remaining_time(self) -> float | None:
+        limit = self.limits.max_total_time
+        return None if limit is None else max(limit - self._store.usage().elapsed_seconds, 0.0)
+
+    def deadline(self) -> float | None:
+        """When the time budget runs out, on this tracker's clock; ``None`` when unlimited."""
+        remaining = self.remaining_time()
+        return None if remaining is None else self._clock() + remaining
+
+    def check_time(self) -> None:
+        """Raise ``TimeLimitExceeded`` when the time budget is spent (for sync code to call)."""
+        limit = self.limits.max_total_time
+        if limit is not None:
+            elapsed = self._store.usage().elapsed_seconds
+            if elapsed >= limit:
+                raise TimeLimitExceeded(elapsed, limit)
+
+    def reset(self) -> None:
+        """Start a new session with the same limits."""
+        self._store.reset()
+        self._arm_warnings()
+
+    def _arm_warnings(self) -> None:
+        ratio = self._warning_ratio
+        pending = []
+        if ratio is not None:
+            for resource in (Resource.EXECUTIONS, Resource.TOKENS, Resource.TIME_SECONDS):
+                limit = self.limits.limit_of(resource)
+                if limit is not None:
+                    pending.append((resource, ratio * limit, float(limit)))
+        with self._warn_lock:
+            self._pending_warnings = pending
+
+    def _maybe_warn(self, usage: QuotaUsage) -> None:
+        crossed = []
+        with self._warn_lock:
+            for item in self._pending_warnings:
+                if usage.used_of(item[0]) >= item[1]:
+                    crossed.append(item)
+            if crossed:
+                self._pending_warnings = [i for i in self._pending_warnings if i not in crossed]
+        if self._on_warning is not None:
+            for resource, _, limit in crossed:
+                self._on_warning(resource, usage.used_of(resource), limit)

@@ -1,0 +1,90 @@
+"""Concurrency slots shared by threads and asyncio tasks (``agent.subagent.max_concurrency``).
+
+One counter under one lock. Sync waiters wait on a condition; async waiters park a future on their own
+loop and are handed a slot directly by ``release`` (so a slot is never lost between wake-up and claim).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections import deque
+
+
+class Slots:
+    __slots__ = ("_async_waiters", "_cond", "_free", "limit")
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._free = limit
+        self._cond = threading.Condition(threading.Lock())
+        self._async_waiters: deque[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = deque()
+
+    @property
+    def in_use(self) -> int:
+        return self.limit - self._free
+
+    def try_acquire(self) -> bool:
+        with self._cond:
+            if self._free > 0:
+                self._free -= 1
+                return True
+            return False
+
+    def acquire(self, timeout_seconds: float | None) -> bool:
+        """Block until a slot is free; ``False`` when the timeout passes first."""
+        deadline = None if timeout_seconds is None else time.monotonic() + timeout_seconds
+        with self._cond:
+            while self._free <= 0:
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    return False
+                self._cond.wait(remaining)
+            self._free -= 1
+            return True
+
+    async def acquire_async(self, timeout_seconds: float | None) -> bool:
+        """Wait without blocking the loop; ``False`` when the timeout passes first."""
+        loop = asyncio.get_running_loop()
+        with self._cond:
+            if self._free > 0:
+                self._free -= 1
+                return True
+            future: asyncio.Future[None] = loop.create_future()
+            self._async_waiters.append((loop, future))
+        try:
+            await asyncio.wait_for(asyncio.shield(future), timeout_seconds)
+        except TimeoutError:
+            return self._give_up(future)  # A slot handed over at the last moment is kept.
+        except asyncio.CancelledError:
+            if self._give_up(future):
+                self.release()
+            raise
+        return True
+
+    def release(self) -> None:
+        with self._cond:
+            while self._async_waiters:
+                loop, future = self._async_waiters.popleft()
+                if not future.done() and not loop.is_closed():
+                    # The slot passes straight to this waiter; _free stays as it is.
+                    loop.call_soon_threadsafe(self._hand_over, future)
+                    return
+            self._free += 1
+            self._cond.notify()
+
+    def _hand_over(self, future: asyncio.Future[None]) -> None:
+        if future.done():  # Cancelled between hand-over and now: the slot goes back.
+            self.release()
+        else:
+            future.set_result(None)
+
+    def _give_up(self, future: asyncio.Future[None]) -> bool:
+        """Withdraw a waiter; ``True`` when it had already been handed a slot."""
+        with self._cond:
+            if future.done() and not future.cancelled():
+                return True
+            future.cancel()
+            self._async_waiters = deque(w for w in self._async_waiters if w[1] is not future)
+            return False

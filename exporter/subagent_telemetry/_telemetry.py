@@ -1,0 +1,252 @@
+"""``SubagentTelemetry``: wires config, quota tracker, concurrency slots and backends for agent code."""
+
+from __future__ import annotations
+
+import contextvars
+import functools
+import inspect
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from types import TracebackType
+from typing import Any, ParamSpec, TypeVar, cast
+
+from prometheus_client import REGISTRY, CollectorRegistry
+
+from ._config import Config
+from ._execution import ErrorClassifier, Execution, SubagentMetrics
+from ._labels import AgentLabelMapper
+from ._prometheus import PrometheusBackend, QuotaCollector
+from ._quota import Clock, InMemoryQuotaStore, QuotaLimits, QuotaStore, QuotaTracker
+from ._recorder import Backend, Recorder
+from ._server import MetricsServer, serve_metrics
+from ._slots import Slots
+from ._vocab import Resource
+
+_log = logging.getLogger("subagent_telemetry")
+_exec_log = logging.getLogger("subagent_telemetry.executions")
+
+P = ParamSpec("P")
+R = TypeVar("R")
+#: Called when a budget's utilization first reaches ``alerts.quota_nearly_exhausted.threshold``.
+QuotaWarningHook = Callable[[Resource, float, float], None]
+
+
+class SubagentTelemetry:
+    """Quotas, metrics and traces for every subagent execution of one agent program (one session).
+
+    Everything global is injectable: ``registry`` (default: prometheus_client's), ``clock``,
+    ``store``/``tracker``, and the OpenTelemetry ``meter_provider``/``tracer_provider``.
+    """
+
+    def __init__(
+        self,
+        config: Config | None = None,
+        *,
+        registry: CollectorRegistry | None = None,
+        clock: Clock = time.monotonic,
+        store: QuotaStore | None = None,
+        tracker: QuotaTracker | None = None,
+        meter_provider: Any = None,
+        tracer_provider: Any = None,
+        on_quota_warning: QuotaWarningHook | None = None,
+        error_classifier: ErrorClassifier | None = None,
+        backends: list[Backend] | None = None,
+    ) -> None:
+        self.config = config if config is not None else Config.default()
+        sub = self.config.subagent
+        self._clock = clock
+        self._on_quota_warning = on_quota_warning
+        self._error_classifier = error_classifier
+        self._current: contextvars.ContextVar[Execution | None] = contextvars.ContextVar(
+            "subagent_telemetry_current", default=None
+        )
+        self._slots = Slots(sub.max_concurrency)
+        label_cfg = self.config.telemetry.agent_label
+        self._agent_label: Callable[[str], str] = (
+            AgentLabelMapper(label_cfg) if label_cfg.enabled else _no_agent_label
+        )
+        self.tracker = tracker if tracker is not None else self._make_tracker(store, clock)
+        self.registry = registry if registry is not None else REGISTRY
+        self._servers: list[MetricsServer] = []
+        self._closed = False
+
+        chosen: list[Backend] = []
+        otlp = self.config.telemetry.otlp
+        tracing = False
+        if otlp.enabled or meter_provider is not None or tracer_provider is not None:
+            from ._otel import OtelBackend  # noqa: PLC0415 - the OTel SDK loads only when enabled
+
+            otel = OtelBackend(
+                self.config,
+                meter_provider=meter_provider,
+                tracer_provider=tracer_provider,
+                usage=self.tracker.get_usage,
+                limits=lambda: self.tracker.limits,
+            )
+            tracing = otel.tracing
+            chosen.append(cast(Backend, otel))
+        if self.config.telemetry.prometheus.enabled or registry is not None:
+            self._quota_collector = QuotaCollector(
+                lambda: self.tracker.limits,
+                self.tracker.get_usage,
+                self.config.quota.session,
+                sub.max_concurrency,
+            )
+            self.registry.register(self._quota_collector)
+            chosen.append(
+                PrometheusBackend(
+                    self.registry,
+                    max_depth=sub.max_depth,
+                    with_agent_label=label_cfg.enabled,
+                    exemplars=tracing,
+                )
+            )
+        chosen.extend(backends or ())
+        self._recorder = Recorder(chosen)
+
+    def _make_tracker(self, store: QuotaStore | None, clock: Clock) -> QuotaTracker:
+        if store is None:
+            store = self._store_from_config(clock)
+        return QuotaTracker(
+            QuotaLimits.from_config(self.config.subagent),
+            store=store,
+            clock=clock,
+            warning_ratio=self.config.alerts.quota_nearly_exhausted.threshold,
+            on_warning=self._quota_warning,
+        )
+
+    def _store_from_config(self, clock: Clock) -> QuotaStore:
+        if self.config.quota.store == "memory":
+            return InMemoryQuotaStore(clock)
+        from ._redis_store import RedisQuotaStore  # noqa: PLC0415 - redis loads only when configured
+
+        return cast(QuotaStore, RedisQuotaStore.from_config(self.config))
+
+    def _quota_warning(self, resource: Resource, used: float, limit: float) -> None:
+        _log.warning(
+            "subagent quota %s at %.0f%% of its limit (%g/%g); raise agent.subagent.%s before it runs out",
+            resource.value,
+            100 * used / limit,
+            used,
+            limit,
+            _LIMIT_KEYS[resource],
+        )
+        if self._on_quota_warning is not None:
+            try:
+                self._on_quota_warning(resource, used, limit)
+            except Exception:
+                _log.warning("subagent_telemetry: the on_quota_warning hook raised", exc_info=True)
+
+    # -- executions ----------------------------------------------------------------------------------
+
+    def execution(self, name: str = "subagent", *, max_turns: int | None = None) -> Execution:
+        """A context manager (``with`` or ``async with``) around one subagent execution."""
+        return Execution(self, name, max_turns)
+
+    def start(
+        self, name: str = "subagent", *, depth: int | None = None, max_turns: int | None = None
+    ) -> SubagentMetrics:
+        """A manual handle, admitted now, for frameworks whose start and end are separate callbacks."""
+        return SubagentMetrics(self, name, depth, max_turns)
+
+    def current(self) -> Execution | None:
+        """The innermost running execution in this context (thread or task), if any."""
+        return self._current.get()
+
+    def instrument(
+        self, name: str | None = None, *, max_turns: int | None = None
+    ) -> Callable[[Callable[P, R]], Callable[P, R]]:
+        """Decorator form: each call of the function (sync or async) is one execution."""
+
+        def decorate(func: Callable[P, R]) -> Callable[P, R]:
+            label = name or func.__name__
+            if inspect.iscoroutinefunction(func):
+                afunc = cast(Callable[P, Awaitable[Any]], func)
+
+                @functools.wraps(func)
+                async def async_wrapper(*args: P.args, **kwargs: P.kwargs) -> Any:
+                    async with self.execution(label, max_turns=max_turns):
+                        return await afunc(*args, **kwargs)
+
+                return cast(Callable[P, R], async_wrapper)
+
+            @functools.wraps(func)
+            def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+                with self.execution(label, max_turns=max_turns):
+                    return func(*args, **kwargs)
+
+            return wrapper
+
+        return decorate
+
+    def new_session(self) -> None:
+        """Start a new budget (zero usage, clock restarted) with the same limits."""
+        self.tracker.reset()
+
+    # -- exposition and lifecycle --------------------------------------------------------------------
+
+    def serve(self) -> MetricsServer:
+        """Start the /metrics listener configured in ``telemetry.prometheus``."""
+        server = serve_metrics(self.registry, self.config.telemetry.prometheus)
+        self._servers.append(server)
+        return server
+
+    def shutdown(self, timeout_seconds: float | None = None) -> None:
+        """Flush pushing backends (bounded by the timeout) and stop listeners. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        timeout = (
+            timeout_seconds if timeout_seconds is not None else self.config.telemetry.otlp.timeout_seconds
+        )
+        self._recorder.shutdown(timeout)
+        for server in self._servers:
+            server.close()
+
+    def __enter__(self) -> SubagentTelemetry:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.shutdown()
+
+    def _log_execution(self, run: Execution) -> None:
+        telemetry = self.config.telemetry
+        if not telemetry.log_executions:
+            return
+        level = logging.getLevelName(telemetry.log_level)
+        if not _exec_log.isEnabledFor(level):
+            return
+        outcome = run.status.value if run.status is not None else f"error:{run.error_type}"
+        _exec_log.log(
+            level,
+            "subagent %s depth=%d %s duration=%.3fs turns=%d tokens=%d",
+            run.name,
+            run.depth,
+            outcome,
+            run.duration_seconds,
+            run.turns,
+            run.tokens,
+            extra={
+                "agent": run.name,
+                "depth": run.depth,
+                "status": run.status.value if run.status is not None else None,
+                "error_type": run.error_type.value if run.error_type is not None else None,
+                "duration_seconds": run.duration_seconds,
+                "turns": run.turns,
+                "tokens": run.tokens,
+            },
+        )
+
+
+def _no_agent_label(name: str) -> str:
+    return ""
+
+
+_LIMIT_KEYS = {
+    Resource.EXECUTIONS: "max_executions",
+    Resource.TOKENS: "max_total_tokens",
+    Resource.TIME_SECONDS: "max_total_time",
+}

@@ -1,0 +1,152 @@
+"""The ``subagent-telemetry`` command: the one place that wires everything for a human."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from ._config import DEFAULT_PRESET, PRESETS, Config, load_config
+from ._errors import ConfigError
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_CONFIG = 2
+
+
+def _load(args: argparse.Namespace) -> Config:
+    if getattr(args, "config", None):
+        return load_config(args.config)
+    return Config.preset(getattr(args, "preset", None) or DEFAULT_PRESET)
+
+
+def _add_config_args(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("--config", "-c", type=Path, help="YAML configuration file")
+    group.add_argument("--preset", choices=sorted(PRESETS), help=f"named preset (default {DEFAULT_PRESET})")
+
+
+def _cmd_validate(args: argparse.Namespace) -> int:
+    config = load_config(args.config_file)
+    sub = config.subagent
+    print(
+        f"{args.config_file}: valid (max_depth={sub.max_depth}, default_max_turns={sub.default_max_turns}, "
+        f"max_executions={sub.max_executions}, max_total_tokens={sub.max_total_tokens}, "
+        f"max_total_time={sub.max_total_time}, max_concurrency={sub.max_concurrency})"
+    )
+    return EXIT_OK
+
+
+def _cmd_render(args: argparse.Namespace) -> int:
+    from .render import drifted_files, render_files, write_files  # noqa: PLC0415 - render-only deps
+
+    files = render_files(_load(args))
+    if args.check:
+        drifted = drifted_files(files, args.out)
+        for rel in drifted:
+            print(f"drift: {args.out / rel} differs from what the renderer produces", file=sys.stderr)
+        if drifted:
+            print("run `make render` (or `subagent-telemetry render --out .`) and commit", file=sys.stderr)
+            return EXIT_FAILED
+        print(f"{len(files)} rendered files match")
+        return EXIT_OK
+    for path in write_files(files, args.out):
+        print(path)
+    return EXIT_OK
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from prometheus_client import CollectorRegistry  # noqa: PLC0415
+
+    from ._demo import DemoOptions, run_demo  # noqa: PLC0415
+    from ._telemetry import SubagentTelemetry  # noqa: PLC0415
+
+    config = _load(args)
+    prom = config.telemetry.prometheus.model_copy(
+        update={
+            "port": args.port if args.port is not None else config.telemetry.prometheus.port,
+            "listen_address": args.listen_address or config.telemetry.prometheus.listen_address,
+        }
+    )
+    config = config.model_copy(
+        update={
+            "telemetry": config.telemetry.model_copy(update={"prometheus": prom, "log_executions": False})
+        }
+    )
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    tel = SubagentTelemetry(config, registry=CollectorRegistry())
+    with tel:
+        if not args.no_serve:
+            server = tel.serve()
+            print(f"serving {server.url}", flush=True)
+        options = DemoOptions(
+            seed=args.seed,
+            duration_seconds=args.duration,
+            error_rate=args.error_rate,
+            rate_per_second=args.rate,
+            session_seconds=args.session_seconds,
+            once=args.once,
+        )
+        try:
+            run_demo(tel, options)
+        except KeyboardInterrupt:
+            print("stopped", flush=True)
+    return EXIT_OK
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="subagent-telemetry", description="Quotas, metrics, alerts and dashboards for LLM subagents."
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    validate = sub.add_parser("validate", help="check a configuration file")
+    validate.add_argument("config_file", type=Path)
+    validate.set_defaults(func=_cmd_validate)
+
+    render = sub.add_parser("render", help="render alert rules and dashboards from the config")
+    _add_config_args(render)
+    render.add_argument("--out", type=Path, default=Path("out"), help="output directory (default: out)")
+    render.add_argument("--check", action="store_true", help="fail if committed files differ (CI)")
+    render.set_defaults(func=_cmd_render)
+
+    demo = sub.add_parser("demo", help="run a simulated agent that serves /metrics")
+    _add_config_args(demo)
+    demo.add_argument("--port", type=int, help="/metrics port (default from the config: 9464)")
+    demo.add_argument("--listen-address", help="/metrics address (default from the config: 127.0.0.1)")
+    demo.add_argument("--seed", type=int, help="random seed for a reproducible workload")
+    demo.add_argument(
+        "--duration", type=float, help="stop after this many seconds (default: run until Ctrl-C)"
+    )
+    demo.add_argument("--error-rate", type=_ratio, default=0.05, help="share of failing executions (0-1)")
+    demo.add_argument("--rate", type=float, default=2.0, help="top-level executions started per second")
+    demo.add_argument(
+        "--session-seconds", type=float, default=120.0, help="a new budget every N s (and when spent)"
+    )
+    demo.add_argument("--once", type=int, metavar="N", help="run N top-level executions, then exit")
+    demo.add_argument("--no-serve", action="store_true", help="do not serve /metrics")
+    demo.set_defaults(func=_cmd_demo)
+    return parser
+
+
+def _ratio(text: str) -> float:
+    value = float(text)
+    if not 0 <= value <= 1:
+        msg = f"{text} is not between 0 and 1"
+        raise argparse.ArgumentTypeError(msg)
+    return value
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+
+
+if __name__ == "__main__":
+    sys.exit(main())
