@@ -38,7 +38,8 @@ REPO = Path(__file__).resolve().parents[1]
 SCHEMA_VERSION = 41
 #: A $__rate_interval value no other part of an expression uses, to find where it ended up.
 SENTINEL_RATE_INTERVAL = Variables(scrape_interval_seconds=4.25, interval_seconds=0.0)
-RATE_FUNCTIONS = {"rate", "irate", "increase"}
+#: Functions whose range must be $__rate_interval (deriv: the quota forecast's slope).
+RATE_FUNCTIONS = {"rate", "irate", "increase", "deriv"}
 
 CUSTOM = Config.model_validate(
     {
@@ -235,7 +236,7 @@ class TestLinterRules:
                 pytest.fail(f"{query.name}: {err}\n{query.expr}")
 
     def test_every_rate_uses_rate_interval(self, board: dict[str, Any]) -> None:
-        """rate/irate/increase ranges are ``$__rate_interval``, nothing else."""
+        """rate/irate/increase/deriv ranges are ``$__rate_interval``, nothing else."""
         sentinel = SENTINEL_RATE_INTERVAL.rate_interval_seconds
         for query in queries(board):
             for node, _ in walk(parse(query.expr, SENTINEL_RATE_INTERVAL)):
@@ -254,7 +255,7 @@ class TestLinterRules:
                 matrix, call, agg = parents[-1], parents[-2], parents[-3]
                 assert isinstance(matrix, promql_parser.MatrixSelector), query.name
                 assert isinstance(call, promql_parser.Call), query.name
-                assert call.func.name in RATE_FUNCTIONS, query.name
+                assert call.func.name in {"rate", "irate", "increase"}, query.name
                 assert isinstance(agg, promql_parser.AggregateExpr), query.name
                 assert str(agg.op) == "sum", query.name
                 assert str(agg.modifier.type).endswith("By"), query.name
@@ -413,11 +414,6 @@ class TestConfigDriven:
                     if labels == {"le"}:
                         continue  # Heatmaps: one series per bucket.
                     assert "cluster" in labels, query.name
-
-    def test_time_to_exhaustion_uses_the_rate_window(self) -> None:
-        """The forecast fits the quota gauge over alerts.rate_window."""
-        panel = by_title(self.custom["quotas"], "Time to exhaustion")
-        assert "[10m]" in panel["targets"][0]["expr"]
 
     def test_default_and_custom_differ_only_where_config_says(self) -> None:
         """Panel layout and titles do not depend on the config."""

@@ -369,9 +369,9 @@ def quotas(config: Config) -> dashboard.Dashboard:
         .with_panel(
             kit.timeseries(
                 "Time to exhaustion",
-                "Remaining budget divided by the consumption rate over the last "
-                f"{a.rate_window} (linear fit): when the budget runs out at the current pace. "
-                "No value while nothing is consumed.",
+                "Remaining budget divided by the current consumption rate (linear fit over "
+                "$__rate_interval): when the budget runs out at this pace. No value while nothing is "
+                "consumed or just after a session restarts its budget.",
                 "s",
                 [Target(q.time_to_exhaustion(), kit.legend(*who))],
             )

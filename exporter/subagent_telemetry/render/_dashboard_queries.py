@@ -5,7 +5,7 @@ Conventions (checked by tests/test_dashboards.py):
 - every expression carries the configured selector plus ``<job_label>=~"$job"`` and
   ``<instance_label>=~"$instance"`` (regex matchers, so the All value ``.+`` and multi-value
   selections ``(a|b)`` work);
-- every ``rate``/``increase`` uses ``$__rate_interval``; counters are always ``sum by (...)``;
+- every range (``rate``, ``deriv``) is ``$__rate_interval``; counters are always ``sum by (...)``;
 - quota gauges are combined with ``max by (session, resource)``, never summed: a fleet sharing a budget
   exports the same values from every process;
 - metric names come from the catalog objects, never from string literals.
@@ -153,11 +153,11 @@ class DashboardQueries:
         return self.rate(QUOTA_REJECTIONS, ("resource",))
 
     def time_to_exhaustion(self) -> str:
-        """Remaining budget / current consumption rate (a linear fit over the alert rate window).
+        """Remaining budget / current consumption rate (``deriv``, a linear fit of the used gauge).
 
-        ``deriv`` fits a gauge, it is not a counter rate, so it uses the configured
-        ``alerts.rate_window``: a few scrapes (``$__rate_interval``) are too noisy for a forecast.
+        The window is ``$__rate_interval``, not the alert window: a budget restarts at every session
+        (used drops to 0), and a long window across such a drop fits a meaningless slope. The ``> 0``
+        leaves no value, rather than infinity, while nothing is consumed or right after a restart.
         """
-        window = self.config.alerts.rate_window
-        slope = f"max {by_clause(self.quota_keep)} (deriv({QUOTA_USED.name}{self.sel()}[{window}]))"
+        slope = f"max {by_clause(self.quota_keep)} (deriv({QUOTA_USED.name}{self.sel()}[{RATE_INTERVAL}]))"
         return f"{self.quota_remaining()} / ({slope} > 0)"
