@@ -1,13 +1,267 @@
-"""OpenTelemetry backend (placeholder until the OpenTelemetry issue lands)."""
+"""OpenTelemetry backend: the catalog's metrics over OTLP and one span per execution.
+
+Imported only when OTLP is enabled or a provider is passed, so ``import subagent_telemetry`` never loads
+the OpenTelemetry SDK otherwise. Spans follow the GenAI semantic conventions (``invoke_agent {name}``,
+kind INTERNAL) and nest like depth does: ``started`` makes the span current in the execution's context
+and ``finished`` (called in the same context) restores the previous one.
+"""
 
 from __future__ import annotations
 
+import atexit
+import threading
+from collections.abc import Callable
+from contextvars import Token
+from importlib.metadata import PackageNotFoundError, version
 from typing import Any
+
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+from opentelemetry.context import Context
+from opentelemetry.trace import SpanKind, StatusCode
+
+from ._config import Config
+from ._errors import QuotaExceeded
+from ._execution import SubagentMetrics
+from ._otel_logs import install_rate_limit
+from ._otel_metrics import OtelInstruments
+from ._otel_setup import OwnedProviders, build_providers
+from ._quota import QuotaLimits, QuotaUsage
+from ._recorder import RunView
+from ._vocab import ErrorType, Resource, Status
+
+_SCOPE = "subagent_telemetry"
+_INVOKE_AGENT = "invoke_agent"
+
+
+def _scope_version() -> str:
+    try:
+        return version("subagent-telemetry")
+    except PackageNotFoundError:  # pragma: no cover - running from a source tree without metadata
+        return "0"
+
+
+class _RunState:
+    """What the backend keeps per execution: its span, the context token, and subtree token totals."""
+
+    __slots__ = ("span", "subtree_executions", "subtree_input", "subtree_output", "token")
+
+    def __init__(self, span: Any, token: Token[Context] | None) -> None:
+        self.span = span
+        self.token = token
+        #: Totals of finished descendants (this execution's own tokens are added when it finishes).
+        self.subtree_input = 0
+        self.subtree_output = 0
+        self.subtree_executions = 0
 
 
 class OtelBackend:
-    tracing = False
+    """Records executions as OTel metrics and spans (each part on when its provider exists)."""
 
-    def __init__(self, config: Any, **kwargs: Any) -> None:
-        msg = "the OpenTelemetry backend is not available yet"
-        raise NotImplementedError(msg)
+    def __init__(
+        self,
+        config: Config,
+        *,
+        meter_provider: Any = None,
+        tracer_provider: Any = None,
+        usage: Callable[[], QuotaUsage],
+        limits: Callable[[], QuotaLimits],
+    ) -> None:
+        otlp = config.telemetry.otlp
+        self._owned = build_providers(
+            config,
+            metrics=otlp.enabled and otlp.metrics and meter_provider is None,
+            traces=otlp.enabled and otlp.traces and tracer_provider is None,
+        )
+        meter_provider = meter_provider or self._owned.meter_provider
+        tracer_provider = tracer_provider or self._owned.tracer_provider
+        self._timeout_seconds = otlp.timeout_seconds
+        self._lock = threading.Lock()
+        self._metrics: OtelInstruments | None = None
+        if meter_provider is not None:
+            sub = config.subagent
+            self._metrics = OtelInstruments(
+                meter_provider.get_meter(_SCOPE, _scope_version()),
+                with_agent_label=config.telemetry.agent_label.enabled,
+                max_depth=sub.max_depth,
+                session=config.quota.session,
+                max_concurrency=sub.max_concurrency,
+                usage=usage,
+                limits=limits,
+                genai_metrics=otlp.genai_metrics,
+            )
+        self._tracer: Any = (
+            tracer_provider.get_tracer(_SCOPE, _scope_version()) if tracer_provider is not None else None
+        )
+        if self._owned.meter_provider is not None or self._owned.tracer_provider is not None:
+            install_rate_limit()
+            atexit.register(self._flush_at_exit)
+
+    @property
+    def tracing(self) -> bool:
+        """Spans are recorded (the scrape path then carries trace-id exemplars)."""
+        return self._tracer is not None
+
+    @property
+    def owned(self) -> OwnedProviders:
+        """The providers built from the config (none when the caller passed both)."""
+        return self._owned
+
+    # -- the Backend protocol -------------------------------------------------------------------------
+
+    def started(self, run: RunView) -> None:
+        m = self._metrics
+        if m is not None:
+            attrs = m.bound(run.depth_label, run.agent).base
+            m.executions.add(1, attrs)
+            m.active.add(1, attrs)
+        if self._tracer is not None:
+            span = self._start_span(run)
+            run.trace_id = format(span.get_span_context().trace_id, "032x")
+            # A manual handle starts and ends in different callbacks: making its span current here
+            # could not be undone in the right context, so it only parents on what is current now.
+            token = (
+                None
+                if isinstance(run, SubagentMetrics)
+                else otel_context.attach(trace.set_span_in_context(span))
+            )
+            run.backend_state = _RunState(span, token)
+
+    def refused(self, run: RunView, error: QuotaExceeded) -> None:
+        m = self._metrics
+        if m is not None:
+            attrs = m.bound(run.depth_label, run.agent)
+            m.executions.add(1, attrs.base)
+            m.errors.add(1, attrs.by_error[error.error_type])
+            m.rejections.add(1, m.resource_attrs[error.resource])
+        if self._tracer is not None:
+            span = self._start_span(run)
+            run.trace_id = format(span.get_span_context().trace_id, "032x")
+            span.add_event("subagent.quota_refused", _quota_event(error.resource, error.used, error.limit))
+            span.set_attribute("error.type", error.error_type.value)
+            span.set_status(StatusCode.ERROR, str(error))
+            span.end()
+
+    def quota_stopped(self, run: RunView, resource: Resource) -> None:
+        m = self._metrics
+        if m is not None:
+            m.rejections.add(1, m.resource_attrs[resource])
+        state = run.backend_state
+        if isinstance(state, _RunState):
+            state.span.add_event("subagent.quota_exceeded", {"subagent.quota.resource": resource.value})
+
+    def turn_limit(self, run: RunView) -> None:
+        state = run.backend_state
+        if isinstance(state, _RunState):
+            state.span.add_event("subagent.turn_limit", {"subagent.turns": run.turns})
+
+    def truncated(self, run: RunView, size_bytes: int, limit_bytes: int) -> None:
+        m = self._metrics
+        if m is not None:
+            m.truncations.add(1, m.bound(run.depth_label, run.agent).base)
+        state = run.backend_state
+        if isinstance(state, _RunState):
+            state.span.add_event(
+                "subagent.output_truncated",
+                {"subagent.output.size_bytes": size_bytes, "subagent.output.limit_bytes": limit_bytes},
+            )
+
+    def finished(self, run: RunView) -> None:
+        # Metrics first: while the span is still current, OTel exemplars pick up its trace id.
+        if self._metrics is not None:
+            self._record_metrics(run)
+        state = run.backend_state
+        if isinstance(state, _RunState):
+            self._end_span(run, state)
+
+    def shutdown(self, timeout_seconds: float) -> None:
+        """Flush and shut down the providers built here, waiting at most ``timeout_seconds``."""
+        atexit.unregister(self._flush_at_exit)
+        self._owned.shutdown(timeout_seconds)
+
+    def _flush_at_exit(self) -> None:
+        self._owned.shutdown(self._timeout_seconds)
+
+    # -- helpers --------------------------------------------------------------------------------------
+
+    def _record_metrics(self, run: RunView) -> None:
+        m = self._metrics
+        assert m is not None
+        attrs = m.bound(run.depth_label, run.agent)
+        base = attrs.base
+        m.active.add(-1, base)
+        m.turns.record(run.turns, base)
+        m.tokens.record(run.input_tokens + run.output_tokens, base)
+        status = run.status
+        if status is not None:
+            by_status = attrs.by_status[status]
+            m.duration.record(run.duration_seconds, by_status)
+            m.completions.add(1, by_status)
+        else:
+            # Failed executions are timed under "incomplete", as on the scrape path.
+            m.duration.record(run.duration_seconds, attrs.by_status[Status.INCOMPLETE])
+            m.errors.add(1, attrs.by_error[run.error_type or ErrorType.EXECUTION_FAILED])
+        if m.genai_tokens is not None:
+            self._record_genai(m, run)
+
+    def _record_genai(self, m: OtelInstruments, run: RunView) -> None:
+        common: dict[str, str] = {"gen_ai.operation.name": _INVOKE_AGENT}
+        if run.agent:
+            common["gen_ai.agent.name"] = run.agent
+        m.genai_tokens.record(run.input_tokens, {**common, "gen_ai.token.type": "input"})
+        m.genai_tokens.record(run.output_tokens, {**common, "gen_ai.token.type": "output"})
+        if run.error_type is not None:
+            common["error.type"] = run.error_type.value
+        m.genai_duration.record(run.duration_seconds, common)
+
+    def _start_span(self, run: RunView) -> Any:
+        return self._tracer.start_span(
+            f"{_INVOKE_AGENT} {run.name}",
+            kind=SpanKind.INTERNAL,
+            attributes={
+                "gen_ai.operation.name": _INVOKE_AGENT,
+                "gen_ai.agent.name": run.name,
+                "subagent.depth": run.depth,
+            },
+        )
+
+    def _end_span(self, run: RunView, state: _RunState) -> None:
+        span = state.span
+        subtree_input = state.subtree_input + run.input_tokens
+        subtree_output = state.subtree_output + run.output_tokens
+        span.set_attributes(
+            {
+                "gen_ai.usage.input_tokens": run.input_tokens,
+                "gen_ai.usage.output_tokens": run.output_tokens,
+                "subagent.turns": run.turns,
+                "subagent.subtree.input_tokens": subtree_input,
+                "subagent.subtree.output_tokens": subtree_output,
+                "subagent.subtree.total_tokens": subtree_input + subtree_output,
+                "subagent.subtree.executions": state.subtree_executions + 1,
+            }
+        )
+        if run.status is not None:
+            span.set_attribute("subagent.status", run.status.value)
+        else:
+            error_type = (run.error_type or ErrorType.EXECUTION_FAILED).value
+            span.set_attribute("error.type", error_type)
+            span.set_status(StatusCode.ERROR, error_type)
+        parent = run.parent
+        parent_state = parent.backend_state if parent is not None else None
+        if isinstance(parent_state, _RunState):
+            with self._lock:  # Sibling threads may finish at once.
+                parent_state.subtree_input += subtree_input
+                parent_state.subtree_output += subtree_output
+                parent_state.subtree_executions += state.subtree_executions + 1
+        if state.token is not None:
+            otel_context.detach(state.token)
+            state.token = None
+        span.end()
+
+
+def _quota_event(resource: Resource, used: float, limit: float) -> dict[str, Any]:
+    return {
+        "subagent.quota.resource": resource.value,
+        "subagent.quota.used": used,
+        "subagent.quota.limit": limit,
+    }
