@@ -22,8 +22,10 @@ def render_dashboards(config: Config) -> dict[Path, str]:
     try:
         from . import _dashboard_layout as layout  # noqa: PLC0415 - the SDK is an optional extra
     except ModuleNotFoundError as exc:
+        if not (exc.name or "").startswith("grafana_foundation_sdk"):
+            raise  # Some other module is missing: not ours to explain.
         msg = (
-            f"rendering dashboards needs grafana-foundation-sdk ({exc.name} is missing); "
+            "rendering dashboards needs grafana-foundation-sdk; "
             "install it with: pip install 'subagent-telemetry[dashboards]'"
         )
         raise RuntimeError(msg) from None
