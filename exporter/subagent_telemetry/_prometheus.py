@@ -125,7 +125,10 @@ class PrometheusBackend:
         self._exemplars = exemplars
         self._children: dict[tuple[str, str], _Children] = {}
         self._lock = threading.Lock()
-        self._rejections = {r: self._metrics.rejections.labels(r.value) for r in Resource}
+        # Turns are a per-execution limit (status="incomplete"), not a refusal: no rejections series.
+        self._rejections = {
+            r: self._metrics.rejections.labels(r.value) for r in Resource if r is not Resource.TURNS
+        }
         if not with_agent_label:  # Every series exists from the start: rates work on fresh systems.
             for depth in range(1, max_depth + 1):
                 self._bound(str(depth), "")

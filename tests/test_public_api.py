@@ -1,0 +1,63 @@
+"""The public surface is a promise: pin it."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import subagent_telemetry
+
+PUBLIC = {
+    "ConcurrencyLimitReached",
+    "Config",
+    "ConfigError",
+    "DepthLimitExceeded",
+    "ErrorType",
+    "Execution",
+    "ExecutionLimitReached",
+    "InMemoryQuotaStore",
+    "MetricsServer",
+    "QuotaExceeded",
+    "QuotaLimits",
+    "QuotaStore",
+    "QuotaTracker",
+    "QuotaUsage",
+    "Resource",
+    "Status",
+    "SubagentInputError",
+    "SubagentMetrics",
+    "SubagentTelemetry",
+    "TimeLimitExceeded",
+    "TokenLimitExceeded",
+    "TurnLimitExceeded",
+    "load_config",
+}
+
+
+def test_all_is_exactly_the_public_names() -> None:
+    """__all__ lists exactly the documented public names."""
+    assert set(subagent_telemetry.__all__) == PUBLIC
+
+
+def test_every_public_name_imports() -> None:
+    """Each name in __all__ is importable from the package."""
+    for name in PUBLIC:
+        assert getattr(subagent_telemetry, name) is not None
+
+
+def test_quota_exceptions_share_the_base_class() -> None:
+    """Every quota exception is a QuotaExceeded."""
+    for name in ("ExecutionLimitReached", "TokenLimitExceeded", "TimeLimitExceeded", "DepthLimitExceeded",
+                 "TurnLimitExceeded", "ConcurrencyLimitReached"):  # fmt: skip
+        assert issubclass(getattr(subagent_telemetry, name), subagent_telemetry.QuotaExceeded)
+
+
+def test_import_does_not_load_optional_stacks() -> None:
+    """Importing the package loads neither OpenTelemetry, redis, jinja2 nor the dashboard SDK."""
+    code = (
+        "import sys, subagent_telemetry; "
+        "bad = [m for m in sys.modules if m.split('.')[0] in "
+        "('opentelemetry', 'redis', 'jinja2', 'grafana_foundation_sdk')]; print(bad)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
