@@ -126,7 +126,7 @@ class PrometheusBackend:
         self._children: dict[tuple[str, str], _Children] = {}
         self._lock = threading.Lock()
         # Turns are a per-execution limit (status="incomplete"), not a refusal: no rejections series.
-        self._rejections = {
+        self._rejections: dict[Resource, Any] = {
             r: self._metrics.rejections.labels(r.value) for r in Resource if r is not Resource.TURNS
         }
         if not with_agent_label:  # Every series exists from the start: rates work on fresh systems.
