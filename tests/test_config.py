@@ -159,3 +159,18 @@ class TestSelector:
     def test_rejects_selector_matching_everything(self) -> None:
         """PromQL needs one matcher that does not match the empty string."""
         assert "empty string" in _error("alerts: {selector: 'job=~\".*\"'}")
+
+
+class TestAlertDefaults:
+    def test_partially_configured_alert_keeps_its_own_defaults(self) -> None:
+        """Setting only `for:` keeps that alert's default threshold and severity."""
+        alerts = load_config_text("alerts: {high_error_rate: {for: 10m}}").alerts
+        assert (alerts.high_error_rate.threshold, alerts.high_error_rate.severity) == (0.05, "critical")
+        assert alerts.high_error_rate.for_ == "10m"
+
+    def test_default_thresholds_are_the_documented_ones(self) -> None:
+        """Error rate 5 %, quota use 80 %, p95 over 120 s."""
+        alerts = Config.default().alerts
+        assert alerts.high_error_rate.threshold == 0.05
+        assert alerts.quota_nearly_exhausted.threshold == 0.8
+        assert alerts.slow_executions.threshold == 120

@@ -234,13 +234,42 @@ class AlertRule(_Model):
     threshold: float = Field(0.0, ge=0, description="Alert-specific threshold (see each alert).")
 
 
-class RatioAlertRule(AlertRule):
-    threshold: float = Field(0.5, gt=0, lt=1, description="A ratio between 0 and 1 (0.05 = 5 %).")
+# One class per alert, so a partially configured alert keeps that alert's own defaults.
 
 
-def _rule(severity: str, for_: str, threshold: float = 0.0, model: type[AlertRule] = AlertRule) -> Any:
-    data = {"severity": severity, "for": for_, "threshold": threshold}
-    return Field(default_factory=lambda: model.model_validate(data))
+class HighErrorRateRule(AlertRule):
+    severity: Literal["critical", "warning", "info"] = "critical"
+    threshold: float = Field(
+        0.05, gt=0, lt=1, description="Errors / executions over rate_window above this ratio (0.05 = 5 %)."
+    )
+
+
+class QuotaNearlyExhaustedRule(AlertRule):
+    for_: PromDuration = Field("1m", alias="for", description="How long the condition must hold.")
+    threshold: float = Field(
+        0.8, gt=0, lt=1, description="quota_used / quota_limit above this ratio; also the in-process warning."
+    )
+
+
+class ActiveOverMaxConcurrencyRule(AlertRule):
+    threshold: float = Field(
+        1.0, gt=0, description="Fires when active > threshold x subagent_max_concurrency (1 = the limit)."
+    )
+
+
+class SlowExecutionsRule(AlertRule):
+    for_: PromDuration = Field("10m", alias="for", description="How long the condition must hold.")
+    threshold: float = Field(120.0, gt=0, description="p95 of subagent_duration_seconds above this (s).")
+
+
+class QuotaRejectionsRule(AlertRule):
+    for_: PromDuration = Field("1m", alias="for", description="How long the condition must hold.")
+    threshold: float = Field(0.0, ge=0, description="Refusals per second above this (0 = any refusal).")
+
+
+class MetricsAbsentRule(AlertRule):
+    severity: Literal["critical", "warning", "info"] = "critical"
+    for_: PromDuration = Field("10m", alias="for", description="How long the metrics must be missing.")
 
 
 class PrometheusRuleMeta(_Model):
@@ -265,12 +294,12 @@ class AlertsConfig(_Model):
         description="runbook_url = this + '#' + the alert's anchor.",
     )
     dashboard_url: str | None = Field(None, description="Added as dashboard_url annotation when set.")
-    high_error_rate: RatioAlertRule = _rule("critical", "5m", 0.05, RatioAlertRule)
-    quota_nearly_exhausted: RatioAlertRule = _rule("warning", "1m", 0.8, RatioAlertRule)
-    active_over_max_concurrency: AlertRule = _rule("warning", "5m")
-    slow_executions: AlertRule = _rule("warning", "10m", 120.0)
-    quota_rejections: AlertRule = _rule("warning", "1m")
-    metrics_absent: AlertRule = _rule("critical", "10m")
+    high_error_rate: HighErrorRateRule = HighErrorRateRule()
+    quota_nearly_exhausted: QuotaNearlyExhaustedRule = QuotaNearlyExhaustedRule()
+    active_over_max_concurrency: ActiveOverMaxConcurrencyRule = ActiveOverMaxConcurrencyRule()
+    slow_executions: SlowExecutionsRule = SlowExecutionsRule()
+    quota_rejections: QuotaRejectionsRule = QuotaRejectionsRule()
+    metrics_absent: MetricsAbsentRule = MetricsAbsentRule()
     prometheus_rule: PrometheusRuleMeta = PrometheusRuleMeta()
     mimir_namespace: str = Field("subagent-telemetry", description="Namespace of the Mimir/Cortex rule file.")
 
