@@ -128,7 +128,56 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--once", type=int, metavar="N", help="run N top-level executions, then exit")
     demo.add_argument("--no-serve", action="store_true", help="do not serve /metrics")
     demo.set_defaults(func=_cmd_demo)
+    _add_stack_parser(sub)
     return parser
+
+
+def _cmd_stack_up(args: argparse.Namespace) -> int:
+    from ._stack import StackError, StackOptions, run_stack  # noqa: PLC0415
+
+    options = StackOptions(
+        config_path=args.config,
+        preset=args.preset,
+        compose_dir=args.compose_dir,
+        workdir=args.workdir,
+        demo_port=args.demo_port,
+        prometheus_port=args.prometheus_port,
+        alertmanager_port=args.alertmanager_port,
+        alert_log_port=args.alert_log_port,
+        error_rate=args.error_rate,
+        rate_per_second=args.rate,
+        session_seconds=args.session_seconds,
+        seed=args.seed,
+        scrape_interval=args.scrape_interval,
+        evaluation_interval=args.evaluation_interval,
+    )
+    try:
+        return run_stack(options)
+    except StackError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+
+
+def _add_stack_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    stack = sub.add_parser("stack", help="the local stack without Docker (demo, Prometheus, Alertmanager)")
+    actions = stack.add_subparsers(dest="stack_command", required=True)
+    up = actions.add_parser(
+        "up", help="start the compose stack's demo, Prometheus and Alertmanager on 127.0.0.1; Ctrl-C stops"
+    )
+    _add_config_args(up)
+    for name, default in (("demo", 9464), ("prometheus", 9090), ("alertmanager", 9093), ("alert-log", 9095)):
+        up.add_argument(
+            f"--{name}-port", type=int, default=default, help=f"(default {default}; 0 or taken = a free one)"
+        )
+    up.add_argument("--error-rate", type=_ratio, default=0.05, help="demo: share of failing executions")
+    up.add_argument("--rate", type=float, default=2.0, help="demo: top-level executions per second")
+    up.add_argument("--session-seconds", type=float, default=120.0, help="demo: a new budget every N s")
+    up.add_argument("--seed", type=int, help="demo: random seed")
+    up.add_argument("--scrape-interval", help="override the compose config's (e.g. 1s)")
+    up.add_argument("--evaluation-interval", help="override the compose config's (e.g. 1s)")
+    up.add_argument("--compose-dir", type=Path, help="folder of docker-compose.yml (default: ./compose)")
+    up.add_argument("--workdir", type=Path, help="keep logs and data here (default: a temporary folder)")
+    up.set_defaults(func=_cmd_stack_up)
 
 
 def _ratio(text: str) -> float:
