@@ -4,7 +4,7 @@ PY     := $(VENV)/bin/python
 TOOLS  ?= $(CURDIR)/.tools
 export SUBAGENT_TELEMETRY_TOOLS := $(TOOLS)
 
-.PHONY: venv tools lint typecheck drift unit test demo bench render
+.PHONY: venv tools lint typecheck drift unit test demo bench render stack
 
 venv: $(VENV)/.installed
 
@@ -36,6 +36,10 @@ test: venv tools lint typecheck drift
 
 demo: venv
 	$(VENV)/bin/subagent-telemetry demo
+
+# The compose stack without Docker (demo, Prometheus, Alertmanager on 127.0.0.1); Ctrl-C stops it.
+stack: venv tools
+	$(VENV)/bin/subagent-telemetry stack up
 
 bench: venv
 	$(PY) benchmarks/run.py
