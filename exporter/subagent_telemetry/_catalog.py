@@ -167,6 +167,14 @@ MAX_CONCURRENCY = MetricSpec(
     otel_unit="{execution}",
     multiprocess_mode="max",
 )
+QUOTA_STORE_DEGRADED = MetricSpec(
+    name="subagent_quota_store_degraded_decisions_total",
+    kind=Kind.COUNTER,
+    help="Admissions decided without the shared quota store (unreachable), by failure policy and decision.",
+    labels=("policy", "decision"),
+    otel_name="subagent.quota_store.degraded_decisions",
+    otel_unit="{decision}",
+)
 
 #: The quota gauges carry ``session`` (``quota.session``): with a shared store every process of a fleet
 #: exports the same budget, so queries take ``max by (session, resource)``, never ``sum``. With the
@@ -186,6 +194,7 @@ CATALOG: tuple[MetricSpec, ...] = (
     QUOTA_USED,
     QUOTA_REJECTIONS,
     MAX_CONCURRENCY,
+    QUOTA_STORE_DEGRADED,
 )
 
 #: Label added to the per-execution metrics when ``telemetry.agent_label`` is enabled.

@@ -181,8 +181,9 @@ class QuotaStoreConfig(_Model):
     @field_validator("store")
     @classmethod
     def _store_scheme(cls, value: str) -> str:
-        if value != "memory" and not value.startswith(("redis://", "rediss://", "unix://")):
-            msg = f"{value!r} is neither `memory` nor a redis://, rediss:// or unix:// URL"
+        schemes = ("redis://", "rediss://", "unix://", "redis+cluster://", "rediss+cluster://")
+        if value != "memory" and not value.startswith(schemes):
+            msg = f"{value!r} is neither `memory` nor a redis://, rediss://, unix:// or redis+cluster:// URL"
             raise PydanticCustomError("store", msg)
         return value
 

@@ -12,7 +12,7 @@ import logging
 import threading
 from collections.abc import Callable
 from types import TracebackType
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, NoReturn, TypeVar
 
 from ._errors import (
     ConcurrencyLimitReached,
@@ -23,6 +23,7 @@ from ._errors import (
     TokenLimitExceeded,
     TurnLimitExceeded,
 )
+from ._quota import QuotaUsage, Reservation
 from ._vocab import ErrorType, Resource, Status
 
 if TYPE_CHECKING:
@@ -77,6 +78,7 @@ class Execution:
     __slots__ = (
         "_deadline_cm",
         "_finished",
+        "_lease",
         "_slot",
         "_started_at",
         "_tel",
@@ -95,6 +97,7 @@ class Execution:
         "status",
         "trace_id",
         "turns",
+        "usage_at_start",
     )
 
     def __init__(self, tel: SubagentTelemetry, name: str, max_turns: int | None) -> None:
@@ -118,6 +121,9 @@ class Execution:
         self.backend_state: object = None
         self._started_at = 0.0
         self._slot = False
+        #: The fleet-wide hold of a leasing (Redis) store; ``None`` with the in-memory store.
+        self._lease: Reservation | None = None
+        self.usage_at_start: QuotaUsage | None = None
         self._finished = False
         self._token: contextvars.Token[Execution | None] | None = None
         self._deadline_cm: asyncio.Timeout | None = None
@@ -150,7 +156,7 @@ class Execution:
         self.input_tokens += input
         self.output_tokens += output
         try:
-            self._tel.tracker.record_execution(input + output)
+            self._tel.tracker.record_execution(input + output, self._lease)
         except TokenLimitExceeded:
             self._tel._recorder.quota_stopped(self, Resource.TOKENS)
             raise
@@ -188,18 +194,43 @@ class Execution:
         if self.depth > max_depth:
             self._refuse(DepthLimitExceeded(self.depth, max_depth))
 
-    def _reserve(self) -> None:
-        """The budget step, after a concurrency slot is held."""
+    def _reserve(self, wait: bool = False) -> None:
+        """The budget step, after a concurrency slot is held.
+
+        A leasing (Redis) store also takes a fleet-wide slot there; a top-level execution (``wait``)
+        polls for one up to ``concurrency_timeout``, a nested one is refused at once.
+        """
+        tracker = self._tel.tracker
         try:
-            self._tel.tracker.check_and_reserve()
-        except QuotaExceeded as error:
-            self._release_slot()
-            self._refuse(error)
-        except BaseException:
-            self._release_slot()
-            raise
+            if tracker.leasing is None:
+                self.usage_at_start = tracker.check_and_reserve()
+            else:
+                self._lease = tracker.acquire(self._wait_seconds() if wait else 0.0)
+                self.usage_at_start = self._lease.usage
+        except BaseException as error:
+            self._admission_failed(error)
         self._started_at = self._tel._clock() or 1e-9
         self._tel._recorder.started(self)
+
+    async def _reserve_async(self, wait: bool) -> None:
+        """``_reserve`` without blocking the event loop on a leasing store's round trip."""
+        tracker = self._tel.tracker
+        if tracker.leasing is None:
+            self._reserve()
+            return
+        try:
+            self._lease = await tracker.acquire_async(self._wait_seconds() if wait else 0.0)
+            self.usage_at_start = self._lease.usage
+        except BaseException as error:
+            self._admission_failed(error)
+        self._started_at = self._tel._clock() or 1e-9
+        self._tel._recorder.started(self)
+
+    def _admission_failed(self, error: BaseException) -> NoReturn:
+        self._release_slot()
+        if isinstance(error, QuotaExceeded):
+            self._refuse(error)
+        raise error
 
     def _refuse(self, error: QuotaExceeded) -> None:
         self._finished = True
@@ -213,7 +244,7 @@ class Execution:
         if not slots.try_acquire() and (self.parent is not None or not slots.acquire(self._wait_seconds())):
             self._refuse(ConcurrencyLimitReached(slots.in_use, slots.limit))
         self._slot = True
-        self._reserve()
+        self._reserve(wait=self.parent is None)
 
     async def _admit_async(self) -> None:
         self._begin(self._tel._current.get())
@@ -223,7 +254,7 @@ class Execution:
         ):
             self._refuse(ConcurrencyLimitReached(slots.in_use, slots.limit))
         self._slot = True
-        self._reserve()
+        await self._reserve_async(wait=self.parent is None)
 
     def _wait_seconds(self) -> float | None:
         """How long a top-level admission waits for a slot.
@@ -237,6 +268,10 @@ class Execution:
         if self._slot:
             self._slot = False
             self._tel._slots.release()
+        lease = self._lease
+        if lease is not None:
+            self._lease = None
+            self._tel.tracker.release(lease)
 
     # -- the outcome ---------------------------------------------------------------------------------
 
@@ -281,7 +316,10 @@ class Execution:
     async def __aenter__(self) -> Execution:
         await self._admit_async()
         self._token = self._tel._current.set(self)
-        remaining = self._tel.tracker.remaining_time()
+        limit = self._tel.tracker.limits.max_total_time
+        usage = self.usage_at_start
+        # The usage returned by admission: no second round trip to a shared store.
+        remaining = None if limit is None or usage is None else max(limit - usage.elapsed_seconds, 0.0)
         if remaining is not None:
             try:
                 loop = asyncio.get_running_loop()
@@ -307,6 +345,10 @@ class Execution:
                     self.__exit__(TimeLimitExceeded, error, None)
                     raise error from timeout
                 raise  # pragma: no cover - asyncio.Timeout only raises TimeoutError when it expired
+        lease = self._lease
+        if lease is not None:  # Give the fleet slot back without blocking the loop.
+            self._lease = None
+            await self._tel.tracker.release_async(lease)
         self.__exit__(exc_type, exc, tb)
 
 
@@ -332,7 +374,7 @@ class SubagentMetrics(Execution):
         if not slots.try_acquire() and (nested or not slots.acquire(self._wait_seconds())):
             self._refuse(ConcurrencyLimitReached(slots.in_use, slots.limit))
         self._slot = True
-        self._reserve()
+        self._reserve(wait=not nested)
 
     def _begin_at(self, depth: int) -> None:
         self.parent = self._tel._current.get()
@@ -352,7 +394,7 @@ class SubagentMetrics(Execution):
             self.turns = max(int(turns), 0)
             self.output_tokens = max(int(tokens), 0)
             try:
-                self._tel.tracker.record_execution(self.output_tokens)
+                self._tel.tracker.record_execution(self.output_tokens, self._lease)
             except TokenLimitExceeded:
                 # The execution is over; the next admission is refused instead.
                 self._tel._recorder.quota_stopped(self, Resource.TOKENS)

@@ -75,6 +75,7 @@ class _Metrics:
         self.errors = make(cat.ERRORS)
         self.truncations = make(cat.OUTPUT_TRUNCATIONS)
         self.rejections = make(cat.QUOTA_REJECTIONS)
+        self.degraded = make(cat.QUOTA_STORE_DEGRADED)
 
 
 class QuotaCollector(Collector):
@@ -179,6 +180,10 @@ class PrometheusBackend:
             # Failed executions are timed under "incomplete": they did not complete.
             children.duration[Status.INCOMPLETE].observe(run.duration_seconds, exemplar)
             children.errors[run.error_type or ErrorType.EXECUTION_FAILED].inc()
+
+    def store_degraded(self, policy: str, decision: str) -> None:
+        """An admission decided without the shared quota store (see ``quota.failure_policy``)."""
+        self._metrics.degraded.labels(policy, decision).inc()
 
     def shutdown(self, timeout_seconds: float) -> None:
         """Nothing to flush: Prometheus pulls."""

@@ -6,6 +6,8 @@ threads, asyncio tasks (and, with a shared store, processes) racing for the last
 
 from __future__ import annotations
 
+import asyncio
+import random
 import threading
 import time
 from collections.abc import Callable
@@ -13,7 +15,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from ._config import SubagentConfig
-from ._errors import ExecutionLimitReached, TimeLimitExceeded, TokenLimitExceeded
+from ._errors import ConcurrencyLimitReached, ExecutionLimitReached, TimeLimitExceeded, TokenLimitExceeded
 from ._vocab import Resource
 
 Clock = Callable[[], float]
@@ -86,6 +88,47 @@ class QuotaStore(Protocol):
         ...
 
 
+@dataclass(frozen=True, slots=True)
+class Reservation:
+    """An admitted execution's hold on a leasing store: its lease id and the usage at admission."""
+
+    lease_id: str
+    usage: QuotaUsage
+
+
+class LeasingQuotaStore(QuotaStore, Protocol):
+    """A store shared by processes (Redis). Admission also takes a leased fleet-wide concurrency slot
+    and the token estimate; ``release`` gives back the slot and the unused estimate. A lease that is
+    never released (process killed) expires on its own. ``leases`` is ``True`` (the marker the tracker
+    checks, so the in-memory path pays nothing)."""
+
+    leases: bool
+
+    def acquire(self, limits: QuotaLimits) -> Reservation:
+        """Like ``reserve`` plus a concurrency slot; ``ConcurrencyLimitReached`` when the fleet is full."""
+        ...
+
+    async def acquire_async(self, limits: QuotaLimits) -> Reservation:
+        """``acquire`` without blocking the event loop."""
+        ...
+
+    def add_lease_tokens(self, reservation: Reservation, tokens: int, limits: QuotaLimits) -> QuotaUsage:
+        """``add_tokens`` that also settles the reservation's estimate and renews its lease."""
+        ...
+
+    def release(self, reservation: Reservation) -> None:
+        """Give back the slot and the unused estimate. Never raises."""
+        ...
+
+    async def release_async(self, reservation: Reservation) -> None:
+        """``release`` without blocking the event loop. Never raises."""
+        ...
+
+
+#: Polling a fleet-wide slot: first pause, longest pause (seconds). Jittered so waiters do not align.
+_SLOT_POLL_SECONDS = (0.005, 0.1)
+
+
 class InMemoryQuotaStore:
     """The default store: one process, guarded by one lock held for a few comparisons."""
 
@@ -147,6 +190,10 @@ class QuotaTracker:
         self.limits = limits
         self._clock = clock
         self._store: QuotaStore = store if store is not None else InMemoryQuotaStore(clock)
+        #: The store again when it leases fleet-wide slots (Redis); ``None`` for the in-memory path.
+        self.leasing: LeasingQuotaStore | None = (
+            store if store is not None and getattr(store, "leases", False) is True else None  # type: ignore[assignment]
+        )
         self._warning_ratio = warning_ratio
         self._on_warning = on_warning
         self._warn_lock = threading.Lock()
@@ -166,15 +213,63 @@ class QuotaTracker:
             self._maybe_warn(usage)
         return usage
 
-    def record_execution(self, tokens: int) -> QuotaUsage:
+    def acquire(self, wait_seconds: float | None) -> Reservation:
+        """Admit on a leasing store, polling up to ``wait_seconds`` (``None``: forever) for a fleet slot."""
+        assert self.leasing is not None
+        deadline = None if wait_seconds is None else time.monotonic() + wait_seconds
+        pause = _SLOT_POLL_SECONDS[0]
+        while True:
+            try:
+                reservation = self.leasing.acquire(self.limits)
+                break
+            except ConcurrencyLimitReached:
+                pause = _next_pause(pause, deadline)
+                if pause <= 0:
+                    raise
+                time.sleep(pause)
+        if self._pending_warnings:
+            self._maybe_warn(reservation.usage)
+        return reservation
+
+    async def acquire_async(self, wait_seconds: float | None) -> Reservation:
+        """``acquire`` for asyncio code: the loop stays free while waiting."""
+        assert self.leasing is not None
+        deadline = None if wait_seconds is None else time.monotonic() + wait_seconds
+        pause = _SLOT_POLL_SECONDS[0]
+        while True:
+            try:
+                reservation = await self.leasing.acquire_async(self.limits)
+                break
+            except ConcurrencyLimitReached:
+                pause = _next_pause(pause, deadline)
+                if pause <= 0:
+                    raise
+                await asyncio.sleep(pause)
+        if self._pending_warnings:
+            self._maybe_warn(reservation.usage)
+        return reservation
+
+    def release(self, reservation: Reservation) -> None:
+        assert self.leasing is not None
+        self.leasing.release(reservation)
+
+    async def release_async(self, reservation: Reservation) -> None:
+        assert self.leasing is not None
+        await self.leasing.release_async(reservation)
+
+    def record_execution(self, tokens: int, reservation: Reservation | None = None) -> QuotaUsage:
         """Add an execution's tokens; raise ``TokenLimitExceeded`` once the total passes the limit.
 
-        The tokens are counted even when they overshoot: the total stays honest.
+        The tokens are counted even when they overshoot: the total stays honest. With a leasing store,
+        ``reservation`` settles the tokens against the execution's estimate.
         """
         if tokens < 0:
             msg = f"tokens must be >= 0, got {tokens!r}"
             raise ValueError(msg)
-        usage = self._store.add_tokens(tokens, self.limits)
+        if reservation is not None and self.leasing is not None:
+            usage = self.leasing.add_lease_tokens(reservation, tokens, self.limits)
+        else:
+            usage = self._store.add_tokens(tokens, self.limits)
         if self._pending_warnings:
             self._maybe_warn(usage)
         limit = self.limits.max_total_tokens
@@ -237,3 +332,11 @@ class QuotaTracker:
         if self._on_warning is not None:
             for resource, _, limit in crossed:
                 self._on_warning(resource, usage.used_of(resource), limit)
+
+
+def _next_pause(pause: float, deadline: float | None) -> float:
+    """The next jittered pause while polling for a fleet slot; ``<= 0`` when the deadline has passed."""
+    nxt = min(pause * 2, _SLOT_POLL_SECONDS[1]) * random.uniform(0.5, 1.0)
+    if deadline is None:
+        return nxt
+    return min(nxt, deadline - time.monotonic())

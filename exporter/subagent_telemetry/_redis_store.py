@@ -1,12 +1,437 @@
-"""Redis-backed shared quota store (placeholder until the fleet issue lands)."""
+"""``RedisQuotaStore``: one session budget shared by a fleet of processes, on Redis or Redis Cluster.
+
+Every state change is one Lua script (``lua/reserve.lua``, ``lua/settle.lua``) run through redis-py's
+``register_script`` (EVALSHA, reloaded on NOSCRIPT, so a restarted or promoted server is fine):
+
+- time is the server's (``TIME``), never a host's clock;
+- every call carries a fresh request id; the script stores its reply under that id, so a retry after a
+  lost reply (redis-py retries timeouts and dropped connections) returns the first answer, applied once;
+- an admission holds a lease (an entry of a sorted set scored by its expiry) with its token estimate;
+  a lease never released (a killed worker) expires and gives back its slot and its unused estimate;
+- the limits are pinned in the store on first use; other limits for the same session are refused;
+- all keys of a session share the hash tag ``{<session>}`` (one Cluster slot) and a sliding TTL of at
+  least ``max_total_time`` + lease + one hour.
+
+Asyncio: ``acquire_async``/``release_async`` run the same scripts on a ``redis.asyncio`` client (one
+per event loop), so admission stays one atomic script and the loop never blocks on the network.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+import asyncio
+import logging
+import os
+import urllib.parse
+import weakref
+from collections.abc import Sequence
+from importlib import resources
+from typing import TYPE_CHECKING, Any
+
+import redis
+import redis.asyncio
+from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
+from redis.backoff import ExponentialBackoff
+from redis.cluster import RedisCluster
+from redis.exceptions import ClusterDownError, ReadOnlyError
+from redis.retry import Retry
+
+from ._errors import ConcurrencyLimitReached, ExecutionLimitReached, TimeLimitExceeded, TokenLimitExceeded
+from ._quota import QuotaLimits, QuotaUsage, Reservation
+from ._store_errors import QuotaLimitsMismatchError, QuotaStoreUnavailable
+from ._store_policy import FailurePolicy, PendingOp
+
+if TYPE_CHECKING:
+    from ._config import Config
+
+_log = logging.getLogger("subagent_telemetry")
+
+#: Errors that mean "the store is unreachable" (after redis-py's own retries): the failure policy decides.
+#: ``ReadOnlyError``: a demoted primary still answering after a failover.
+UNAVAILABLE: tuple[type[Exception], ...] = (
+    redis.ConnectionError,
+    redis.TimeoutError,
+    ClusterDownError,
+    ReadOnlyError,
+)
+#: Sessions whose budget sees no write for this long expire when max_total_time is unlimited.
+IDLE_TTL_SECONDS = 7 * 24 * 3600
+TTL_GRACE_SECONDS = 3600
+_CLUSTER_SCHEMES = {"redis+cluster": "redis", "rediss+cluster": "rediss"}
+_LOCAL_PREFIX = "local:"
+
+
+def _lua(name: str) -> str:
+    folder = resources.files(__package__) / "lua"
+    return (folder / "_common.lua").read_text() + "\n" + (folder / f"{name}.lua").read_text()
+
+
+RESERVE_LUA = _lua("reserve")
+SETTLE_LUA = _lua("settle")
+USAGE_LUA = _lua("usage")
+
+
+def _new_id() -> str:
+    return os.urandom(12).hex()
+
+
+def store_name(url: str) -> str:
+    """The store's address for messages and logs: scheme, host, port and database, never credentials."""
+    parts = urllib.parse.urlsplit(url)
+    host = parts.hostname or parts.path or "?"
+    port = f":{parts.port}" if parts.port else ""
+    return f"{parts.scheme}://{host}{port}{parts.path if parts.hostname else ''}"
+
+
+def _client_kwargs(url: str) -> dict[str, Any]:
+    query = urllib.parse.parse_qs(urllib.parse.urlsplit(url).query)
+    kwargs: dict[str, Any] = {}
+    if "socket_timeout" not in query:
+        kwargs["socket_timeout"] = 1.0
+    if "socket_connect_timeout" not in query:
+        kwargs["socket_connect_timeout"] = 1.0
+    return kwargs
+
+
+def connect(url: str) -> Any:
+    """A sync client for ``redis://``, ``rediss://``, ``unix://`` or ``redis+cluster://`` URLs.
+
+    Timeouts and dropped connections are retried twice (same request id, so applied once).
+    """
+    scheme = urllib.parse.urlsplit(url).scheme
+    kwargs = _client_kwargs(url)
+    retry = Retry(ExponentialBackoff(cap=0.05, base=0.005), 2)
+    if scheme in _CLUSTER_SCHEMES:
+        plain = _CLUSTER_SCHEMES[scheme] + url[len(scheme) :]
+        return RedisCluster.from_url(plain, retry=retry, **kwargs)
+    errors = [redis.ConnectionError, redis.TimeoutError]
+    return redis.Redis.from_url(url, retry=retry, retry_on_error=errors, **kwargs)
+
+
+def connect_async(url: str) -> Any:
+    """The ``redis.asyncio`` twin of :func:`connect` (one per event loop)."""
+    from redis.asyncio.retry import Retry as AsyncRetry  # noqa: PLC0415 - only on the asyncio path
+
+    scheme = urllib.parse.urlsplit(url).scheme
+    kwargs = _client_kwargs(url)
+    retry = AsyncRetry(ExponentialBackoff(cap=0.05, base=0.005), 2)
+    if scheme in _CLUSTER_SCHEMES:
+        plain = _CLUSTER_SCHEMES[scheme] + url[len(scheme) :]
+        return AsyncRedisCluster.from_url(plain, retry=retry, **kwargs)
+    errors = [redis.ConnectionError, redis.TimeoutError]
+    return redis.asyncio.Redis.from_url(url, retry=retry, retry_on_error=errors, **kwargs)
+
+
+class _AsyncSide:
+    """The asyncio client and scripts of one event loop."""
+
+    def __init__(self, client: Any) -> None:
+        self.client = client
+        self.reserve = client.register_script(RESERVE_LUA)
+        self.settle = client.register_script(SETTLE_LUA)
 
 
 class RedisQuotaStore:
+    """The ``LeasingQuotaStore`` of a fleet. Thread-safe; asyncio-friendly via the ``*_async`` methods."""
+
+    leases = True
+
+    def __init__(
+        self,
+        client: Any,
+        *,
+        session: str,
+        max_concurrency: int | None,
+        lease_seconds: float = 300.0,
+        estimated_tokens: int = 0,
+        failure_policy: str = "deny",
+        local_allowance_executions: int = 0,
+        local_allowance_tokens: int = 0,
+        name: str = "redis",
+        async_url: str | None = None,
+        reply_ttl_seconds: float = 300.0,
+    ) -> None:
+        if "{" in session or "}" in session:
+            msg = f"quota.session {session!r} may not contain braces (they delimit the Redis hash tag)"
+            raise QuotaLimitsMismatchError(msg)
+        if max_concurrency is not None and max_concurrency < 1:
+            msg = f"max_concurrency must be >= 1 or None, got {max_concurrency!r}"
+            raise ValueError(msg)
+        self.session = session
+        self.name = name
+        self._client = client
+        self._max_concurrency = max_concurrency
+        self._lease_ms = max(int(lease_seconds * 1000), 1)
+        self._estimate = estimated_tokens
+        self._reply_ttl_ms = max(int(reply_ttl_seconds * 1000), 1)
+        prefix = f"subagent:{{{session}}}:"
+        self._keys = (f"{prefix}meta", f"{prefix}leases", f"{prefix}estimates")
+        self._reply_prefix = f"{prefix}reply:"
+        self._reserve = client.register_script(RESERVE_LUA)
+        self._settle = client.register_script(SETTLE_LUA)
+        self._usage = client.register_script(USAGE_LUA)
+        self.policy = FailurePolicy(
+            failure_policy,
+            name,
+            allowance_executions=local_allowance_executions,
+            allowance_tokens=local_allowance_tokens,
+        )
+        self._async_url = async_url
+        self._async: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _AsyncSide] = (
+            weakref.WeakKeyDictionary()
+        )
+        self._last = QuotaUsage(0, 0, 0.0)
+
     @classmethod
-    def from_config(cls, config: Any) -> RedisQuotaStore:
-        msg = "the Redis quota store is not available yet"
-        raise NotImplementedError(msg)
+    def from_config(cls, config: Config, client: Any = None) -> RedisQuotaStore:
+        """The store named by ``quota.store`` (a redis URL), with the session's limits and policy."""
+        quota = config.quota
+        return cls(
+            client if client is not None else connect(quota.store),
+            session=quota.session,
+            max_concurrency=config.subagent.max_concurrency,
+            lease_seconds=quota.lease_seconds,
+            estimated_tokens=quota.estimated_tokens,
+            failure_policy=quota.failure_policy,
+            local_allowance_executions=quota.local_allowance_executions,
+            local_allowance_tokens=quota.local_allowance_tokens,
+            name=store_name(quota.store),
+            async_url=quota.store if client is None else None,
+        )
+
+    # -- QuotaStore ----------------------------------------------------------------------------------
+
+    def reserve(self, limits: QuotaLimits) -> QuotaUsage:
+        """Count one execution (no lease, no slot): the plain ``QuotaStore`` contract."""
+        return self._admit_sync(limits, take_lease=False).usage
+
+    def add_tokens(self, tokens: int, limits: QuotaLimits) -> QuotaUsage:
+        return self._settle_sync(PendingOp(_new_id(), tokens=tokens))
+
+    def usage(self) -> QuotaUsage:
+        """The fleet's usage; the last known one (logged) while the store is unreachable."""
+        try:
+            reply = self._usage(keys=self._keys[:2], args=[], client=self._client)
+        except UNAVAILABLE as error:
+            _log.debug("subagent_telemetry: quota usage read failed: %s", error)
+            return self._last
+        return self._remember(reply)
+
+    def reset(self) -> None:
+        """Start a new session for the whole fleet: the budget, its leases and its pinned limits go."""
+        try:
+            self._client.delete(*self._keys)
+        except UNAVAILABLE as error:
+            raise QuotaStoreUnavailable(self.name, self.policy.policy, str(error)) from None
+        dropped = self.policy.take_pending()
+        if dropped:
+            _log.warning("subagent_telemetry: reset dropped %d operations not yet replayed", len(dropped))
+        self._last = QuotaUsage(0, 0, 0.0)
+
+    # -- LeasingQuotaStore ---------------------------------------------------------------------------
+
+    def acquire(self, limits: QuotaLimits) -> Reservation:
+        return self._admit_sync(limits, take_lease=True)
+
+    async def acquire_async(self, limits: QuotaLimits) -> Reservation:
+        side = self._async_side()
+        if side is None:
+            return await asyncio.to_thread(self._admit_sync, limits, True)
+        request_id = _new_id()
+        if self.policy.skipping():
+            return self._degraded_admit(request_id, "unreachable moments ago", True)
+        try:
+            if not self.policy.idle:
+                await asyncio.to_thread(self._flush)
+            reply = await side.reserve(
+                keys=self._request_keys(request_id),
+                args=self._reserve_args(request_id, limits, True),
+                client=side.client,
+            )
+        except UNAVAILABLE as error:
+            return self._on_admit_error(request_id, error, True)
+        return self._admitted(request_id, reply, limits)
+
+    def add_lease_tokens(self, reservation: Reservation, tokens: int, limits: QuotaLimits) -> QuotaUsage:
+        lease = reservation.lease_id
+        if lease.startswith(_LOCAL_PREFIX):
+            lease = ""  # Admitted while degraded: no lease in the store, only the tokens to add.
+        return self._settle_sync(PendingOp(_new_id(), lease_id=lease, tokens=tokens))
+
+    def release(self, reservation: Reservation) -> None:
+        if reservation.lease_id.startswith(_LOCAL_PREFIX):
+            return
+        try:
+            self._settle_sync(PendingOp(_new_id(), lease_id=reservation.lease_id, release=True))
+        except Exception:
+            _log.warning("subagent_telemetry: releasing a quota lease failed", exc_info=True)
+
+    async def release_async(self, reservation: Reservation) -> None:
+        side = self._async_side()
+        if reservation.lease_id.startswith(_LOCAL_PREFIX):
+            return
+        if side is None:
+            await asyncio.to_thread(self.release, reservation)
+            return
+        op = PendingOp(_new_id(), lease_id=reservation.lease_id, release=True)
+        if self.policy.skipping():
+            self.policy.queue(op)
+            return
+        try:
+            reply = await side.settle(
+                keys=self._request_keys(op.request_id), args=self._settle_args(op), client=side.client
+            )
+        except UNAVAILABLE as error:
+            self.policy.failed(error)
+            self.policy.queue(op)
+        except Exception:
+            _log.warning("subagent_telemetry: releasing a quota lease failed", exc_info=True)
+        else:
+            self._remember(reply)
+
+    # -- the sync path -------------------------------------------------------------------------------
+
+    def _admit_sync(self, limits: QuotaLimits, take_lease: bool) -> Reservation:
+        request_id = _new_id()
+        if self.policy.skipping():
+            return self._degraded_admit(request_id, "unreachable moments ago", take_lease)
+        try:
+            if not self.policy.idle:
+                self._flush()
+            reply = self._reserve(
+                keys=self._request_keys(request_id),
+                args=self._reserve_args(request_id, limits, take_lease),
+                client=self._client,
+            )
+        except UNAVAILABLE as error:
+            return self._on_admit_error(request_id, error, take_lease)
+        return self._admitted(request_id, reply, limits)
+
+    def _settle_sync(self, op: PendingOp) -> QuotaUsage:
+        if self.policy.skipping():
+            return self._settle_degraded(op)
+        try:
+            if not self.policy.idle:
+                self._flush()
+            reply = self._settle(
+                keys=self._request_keys(op.request_id), args=self._settle_args(op), client=self._client
+            )
+        except UNAVAILABLE as error:
+            self.policy.failed(error)
+            return self._settle_degraded(op)
+        return self._remember(reply)
+
+    def _flush(self) -> None:
+        """Replay what was decided while the store was away, each operation with its own request id."""
+        ops = self.policy.take_pending()
+        for index, op in enumerate(ops):
+            try:
+                reply = self._settle(
+                    keys=self._request_keys(op.request_id), args=self._settle_args(op), client=self._client
+                )
+            except BaseException:
+                self.policy.requeue(ops[index:])
+                raise
+            self._remember(reply)
+        self.policy.recovered()
+
+    # -- shared helpers ------------------------------------------------------------------------------
+
+    def _async_side(self) -> _AsyncSide | None:
+        if self._async_url is None:
+            return None
+        loop = asyncio.get_running_loop()
+        side = self._async.get(loop)
+        if side is None:
+            side = self._async[loop] = _AsyncSide(connect_async(self._async_url))
+        return side
+
+    def _request_keys(self, request_id: str) -> list[str]:
+        return [*self._keys, self._reply_prefix + request_id]
+
+    def _ttl_ms(self, limits: QuotaLimits | None = None) -> int:
+        budget = limits.max_total_time if limits is not None else None
+        base = budget if budget is not None else IDLE_TTL_SECONDS
+        return int((base + TTL_GRACE_SECONDS) * 1000) + self._lease_ms
+
+    def _reserve_args(self, request_id: str, limits: QuotaLimits, take_lease: bool) -> Sequence[Any]:
+        return [
+            request_id,
+            pin(limits, self._max_concurrency),
+            self._lease_ms,
+            self._estimate,
+            1 if take_lease else 0,
+            self._ttl_ms(limits),
+            self._reply_ttl_ms,
+        ]
+
+    def _settle_args(self, op: PendingOp) -> Sequence[Any]:
+        return [
+            op.request_id,
+            op.lease_id,
+            op.tokens,
+            op.executions,
+            int(op.release),
+            int(op.uncount),
+            self._lease_ms,
+            self._ttl_ms(),
+            self._reply_ttl_ms,
+        ]
+
+    def _remember(self, reply: Sequence[Any]) -> QuotaUsage:
+        usage = QuotaUsage(int(reply[1]), int(reply[2]), int(reply[4]) / 1000)
+        self._last = usage
+        return usage
+
+    def _admitted(self, request_id: str, reply: Sequence[Any], limits: QuotaLimits) -> Reservation:
+        code = reply[0].decode() if isinstance(reply[0], bytes) else str(reply[0])
+        if code == "limits":
+            pinned = reply[6].decode() if isinstance(reply[6], bytes) else str(reply[6])
+            mine = pin(limits, self._max_concurrency)
+            msg = (
+                f"quota session {self.session!r} in {self.name} is pinned to limits {pinned} "
+                f"(executions|tokens|time_ms|concurrency) but this process has {mine}; give every process "
+                "of the fleet the same agent.subagent limits, or use another quota.session"
+            )
+            raise QuotaLimitsMismatchError(msg)
+        usage = self._remember(reply)
+        if code == "ok":
+            return Reservation(request_id, usage)
+        committed = usage.total_tokens + int(reply[3])
+        if code == "executions":
+            raise ExecutionLimitReached(usage.executions, limits.max_executions or 0)
+        if code == "tokens":
+            raise TokenLimitExceeded(committed, limits.max_total_tokens or 0)
+        if code == "time":
+            raise TimeLimitExceeded(usage.elapsed_seconds, limits.max_total_time or 0.0)
+        raise ConcurrencyLimitReached(int(reply[5]), self._max_concurrency or 0, "(fleet-wide)")
+
+    def _on_admit_error(self, request_id: str, error: Exception, take_lease: bool) -> Reservation:
+        self.policy.failed(error)
+        if take_lease:
+            # The script may have run with its reply lost: give that lease and execution back on return.
+            self.policy.queue(PendingOp(_new_id(), lease_id=request_id, release=True, uncount=True))
+        return self._degraded_admit(request_id, f"{type(error).__name__}: {error}", take_lease)
+
+    def _degraded_admit(self, request_id: str, reason: str, take_lease: bool) -> Reservation:
+        self.policy.admit(reason)  # Raises QuotaStoreUnavailable when the policy refuses.
+        self.policy.queue(PendingOp(_new_id(), executions=1))
+        last = self._last
+        usage = QuotaUsage(last.executions + 1, last.total_tokens, last.elapsed_seconds)
+        self._last = usage
+        return Reservation(_LOCAL_PREFIX + request_id, usage)
+
+    def _settle_degraded(self, op: PendingOp) -> QuotaUsage:
+        self.policy.queue(op)
+        if op.tokens:
+            self.policy.use_tokens(op.tokens)
+        last = self._last
+        usage = QuotaUsage(last.executions, last.total_tokens + op.tokens, last.elapsed_seconds)
+        self._last = usage
+        return usage
+
+
+def pin(limits: QuotaLimits, max_concurrency: int | None) -> str:
+    """The limits as pinned in the store: ``executions|tokens|time_ms|concurrency``, empty = unlimited."""
+    time_ms = None if limits.max_total_time is None else round(limits.max_total_time * 1000)
+    values = (limits.max_executions, limits.max_total_tokens, time_ms, max_concurrency)
+    return "|".join("" if v is None else str(v) for v in values)

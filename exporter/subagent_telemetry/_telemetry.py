@@ -21,6 +21,7 @@ from ._quota import Clock, InMemoryQuotaStore, QuotaLimits, QuotaStore, QuotaTra
 from ._recorder import Backend, Recorder
 from ._server import MetricsServer, serve_metrics
 from ._slots import Slots
+from ._store_policy import FailurePolicy
 from ._vocab import Resource
 
 _log = logging.getLogger("subagent_telemetry")
@@ -94,14 +95,16 @@ class SubagentTelemetry:
                 sub.max_concurrency,
             )
             self.registry.register(self._quota_collector)
-            chosen.append(
-                PrometheusBackend(
-                    self.registry,
-                    max_depth=sub.max_depth,
-                    with_agent_label=label_cfg.enabled,
-                    exemplars=tracing,
-                )
+            prometheus = PrometheusBackend(
+                self.registry,
+                max_depth=sub.max_depth,
+                with_agent_label=label_cfg.enabled,
+                exemplars=tracing,
             )
+            chosen.append(prometheus)
+            policy = getattr(self.tracker.store, "policy", None)
+            if isinstance(policy, FailurePolicy):  # A shared store counts its degraded decisions.
+                policy.on_decision = prometheus.store_degraded
         chosen.extend(backends or ())
         self._recorder = Recorder(chosen)
 
