@@ -50,6 +50,8 @@ class Received:
 
     spans: list[ReceivedSpan] = field(default_factory=list)
     metric_names: set[str] = field(default_factory=set)
+    #: Request headers (HTTP receiver) or invocation metadata (gRPC), one dict per request.
+    headers: list[dict[str, str]] = field(default_factory=list)
     requests: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -87,6 +89,7 @@ class _TraceService(trace_service_pb2_grpc.TraceServiceServicer):
         self.received = received
 
     def Export(self, request: Any, context: Any) -> Any:  # noqa: N802 - the gRPC method name
+        self.received.headers.append(dict(context.invocation_metadata()))
         self.received.add_traces(request)
         return trace_service_pb2.ExportTraceServiceResponse()
 
@@ -127,6 +130,7 @@ def http_receiver() -> Iterator[Receiver]:
     class Handler(BaseHTTPRequestHandler):
         def do_POST(self) -> None:
             body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+            received.headers.append({k.lower(): v for k, v in self.headers.items()})
             if self.path == "/v1/traces":
                 received.add_traces(trace_service_pb2.ExportTraceServiceRequest.FromString(body))
                 reply = trace_service_pb2.ExportTraceServiceResponse().SerializeToString()
