@@ -1,0 +1,592 @@
+"""promtool unit tests generated from the alerts config, one file per enabled alert.
+
+Every number (threshold, ``for``, window, selector labels) comes from the config, so a non-default
+config gets tests of its own behaviour. Each alert is checked: just above the threshold it fires at
+``for`` and not at ``for`` - 1m; just below it never fires; a counter reset (or, for gauges, one failed
+scrape) does not resolve it; it resolves when the cause goes; an idle system and a freshly started one
+fire nothing. The series are built so that the expected values are exact (see ``_counter``).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .._catalog import DURATION_BUCKETS
+from .._config import AlertsConfig, Config, Matcher, duration_seconds
+from ._promql import selector
+from ._rules_gotemplate import expand
+from ._rules_template import (
+    ABSENT_LOOKBACK_SECONDS,
+    ALERT_NAMES,
+    ALERTING_GROUP,
+    RECORDING_GROUP,
+    RuleGroups,
+    duration,
+    level_labels,
+)
+
+#: Counters start with this much history, so every rate in the tests is extrapolated the same way and
+#: ratios and quantiles are exact from the first minute of traffic.
+HISTORY = 1_000_000
+#: Executions per minute of the synthetic traffic.
+TRAFFIC = 1000
+_LABEL_CANDIDATES = ("agent", "prod", "default", "test", "x")
+
+Check = tuple[int, str, list[dict[str, Any]]]
+
+
+@dataclass(frozen=True)
+class _Setup:
+    config: Config
+    window: int  # rate window, minutes
+    target: dict[str, str]  # labels of every scraped series (selector, job, group_by, instance)
+    level: dict[str, str]  # labels the alerts keep (job label + group_by)
+    instance: dict[str, str]  # {instance_label: value}
+    rules: dict[str, dict[str, Any]]  # alert name → rendered rule
+    error_ratio: str  # the recorded error ratio with the matchers it keeps (for promql_expr_test)
+
+    def series(self, name: str, values: Sequence[str], **labels: str) -> dict[str, str]:
+        merged = {**self.target, **labels}
+        inner = ", ".join(Matcher(name=k, op="=", value=v).render() for k, v in merged.items())
+        return {"series": f"{name}{{{inner}}}", "values": " ".join(values)}
+
+    def expect(self, alert: str, value: float, **labels: str) -> dict[str, Any]:
+        rule = self.rules[alert]
+        all_labels = {**self.level, **labels}
+        annotations = dict(rule["annotations"])
+        annotations["description"] = expand(annotations["description"], all_labels, value)
+        return {"exp_labels": {**all_labels, **rule["labels"]}, "exp_annotations": annotations}
+
+
+def _minutes(text: str, what: str) -> int:
+    seconds = duration_seconds(text)
+    if seconds % 60:
+        msg = f"{what} = {text!r}: the generated promtool tests need whole minutes (e.g. 5m)"
+        raise ValueError(msg)
+    return int(seconds // 60)
+
+
+def _label_value(matchers: list[Matcher], default: str) -> str:
+    """A value satisfying every matcher on one label (Prometheus regexes are fully anchored)."""
+    equal = [m.value for m in matchers if m.op == "="]
+    for candidate in equal or [default, *_LABEL_CANDIDATES]:
+        if all(_satisfies(m, candidate) for m in matchers):
+            return candidate
+    msg = f"cannot find a test label value matching {', '.join(m.render() for m in matchers)}"
+    raise ValueError(msg)
+
+
+def _satisfies(m: Matcher, value: str) -> bool:
+    matched = {"=": value == m.value, "!=": value != m.value}
+    if m.op in matched:
+        return matched[m.op]
+    regex = re.fullmatch(m.value, value) is not None
+    return regex if m.op == "=~" else not regex
+
+
+def _setup(config: Config, groups: RuleGroups) -> _Setup:
+    alerts = config.alerts
+    by_name: dict[str, list[Matcher]] = defaultdict(list)
+    for m in alerts.matchers:
+        by_name[m.name].append(m)
+    defaults = {alerts.job_label: "agent", alerts.instance_label: "agent-0:9464"}
+    names = [*by_name, *level_labels(alerts), alerts.instance_label]
+    target = {n: _label_value(by_name.get(n, []), defaults.get(n, "test")) for n in dict.fromkeys(names)}
+    return _Setup(
+        config=config,
+        window=_minutes(alerts.rate_window, "alerts.rate_window"),
+        target=target,
+        level={n: target[n] for n in level_labels(alerts)},
+        instance={alerts.instance_label: target[alerts.instance_label]},
+        rules={r["alert"]: r for r in groups.alerting["rules"]},
+        error_ratio=_recorded(groups, ":subagent_error_ratio:", alerts),
+    )
+
+
+def _recorded(groups: RuleGroups, part: str, alerts: AlertsConfig) -> str:
+    """A selector of the recorded series whose name contains ``part``, as the alerts read it."""
+    name = next(r["record"] for r in groups.recording["rules"] if part in r["record"])
+    kept = selector(m for m in alerts.matchers if m.name in level_labels(alerts))
+    return f"{name}{{{kept}}}" if kept else name
+
+
+def _num(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else repr(float(value))
+
+
+def _counter(incs: Sequence[float], start: float, reset_at: int | None = None) -> list[str]:
+    """Cumulative values; at ``reset_at`` the process restarted just after the previous scrape."""
+    values, total = [], float(start)
+    for minute, inc in enumerate(incs):
+        total = inc if minute == reset_at else total + inc
+        values.append(_num(total))
+    return values
+
+
+def _gauge(values: Sequence[float], stale_at: int | None = None) -> list[str]:
+    return ["stale" if i == stale_at else _num(v) for i, v in enumerate(values)]
+
+
+@dataclass(frozen=True)
+class _Window:
+    """One scenario: the cause runs from minute ``t0`` to ``t1``; ``glitch`` is a reset or failed scrape."""
+
+    t0: int
+    t1: int
+    end: int
+    glitch: int | None = None
+
+    def cause(self, minute: int) -> bool:
+        """Gauges show the cause at minutes t0..t1."""
+        return self.t0 <= minute <= self.t1
+
+    def cause_inc(self, minute: int) -> bool:
+        """Counters increase because of the cause between minute - 1 and minute, for t0 < minute <= t1."""
+        return self.t0 < minute <= self.t1
+
+    @property
+    def minutes(self) -> range:
+        return range(self.end + 1)
+
+
+# --------------------------------------------------------------------------------------------------
+# One spec per threshold alert: its just-above/just-below levels, when it becomes true, the value it
+# shows, and the input series of a scenario.
+
+
+class _Spec:
+    glitch = "reset"  # counters: a counter reset; gauges: "stale", one failed scrape
+    value_labels: dict[str, str] = {}  # noqa: RUF012 - read-only class default
+
+    def levels(self, s: _Setup, threshold: float) -> tuple[float, float]:
+        raise NotImplementedError
+
+    def onset(self, s: _Setup, threshold: float, level: float) -> int:
+        """Minutes after t0 at which the expression first holds (1: the first rate after traffic starts)."""
+        del s, threshold, level
+        return 1
+
+    def shown(self, s: _Setup, level: float, elapsed: int) -> float:
+        """The alert's $value ``elapsed`` minutes after t0."""
+        del s, elapsed
+        return level
+
+    def labels(self, s: _Setup) -> dict[str, str]:
+        del s
+        return {}
+
+    def series(self, s: _Setup, level: float, w: _Window) -> list[dict[str, str]]:
+        raise NotImplementedError
+
+
+def _thousandths(threshold: float) -> tuple[float, float]:
+    """Ratios just above and just below the threshold, in whole thousandths (exact in the series)."""
+    scaled = round(threshold * 1000, 6)
+    return (math.floor(scaled) + 1) / 1000, max(math.ceil(scaled) - 1, 0) / 1000
+
+
+class _ErrorRate(_Spec):
+    def levels(self, s: _Setup, threshold: float) -> tuple[float, float]:
+        return _thousandths(threshold)
+
+    def series(self, s: _Setup, level: float, w: _Window) -> list[dict[str, str]]:
+        executions = [TRAFFIC if m > w.t0 else 0 for m in w.minutes]
+        errors = [round(level * TRAFFIC) if w.cause_inc(m) else 0 for m in w.minutes]
+        return [
+            s.series("subagent_executions_total", _counter(executions, HISTORY, w.glitch), depth="1"),
+            s.series(
+                "subagent_errors_total",
+                _counter(errors, HISTORY // 10, w.glitch),
+                depth="1",
+                error_type="execution_failed",
+            ),
+        ]
+
+
+class _Quota(_Spec):
+    glitch = "stale"
+
+    def levels(self, s: _Setup, threshold: float) -> tuple[float, float]:
+        return _thousandths(threshold)
+
+    def onset(self, s: _Setup, threshold: float, level: float) -> int:
+        return 0
+
+    def labels(self, s: _Setup) -> dict[str, str]:
+        return {"session": s.config.quota.session, "resource": "tokens"}
+
+    def series(self, s: _Setup, level: float, w: _Window) -> list[dict[str, str]]:
+        calm = math.floor(s.config.alerts.quota_nearly_exhausted.threshold * TRAFFIC / 2)
+        used = [round(level * TRAFFIC) if w.cause(m) else calm for m in w.minutes]
+        limit = [TRAFFIC for _ in w.minutes]
+        session = s.config.quota.session
+        return [
+            s.series("subagent_quota_used", _gauge(used, w.glitch), resource="tokens", session=session),
+            s.series("subagent_quota_limit", _gauge(limit, w.glitch), resource="tokens", session=session),
+            s.series(
+                "subagent_quota_used", _gauge([1 for _ in w.minutes]), resource="executions", session=session
+            ),
+            s.series(
+                "subagent_quota_limit",
+                _gauge([20 for _ in w.minutes]),
+                resource="executions",
+                session=session,
+            ),
+        ]
+
+
+class _Concurrency(_Spec):
+    glitch = "stale"
+
+    def levels(self, s: _Setup, threshold: float) -> tuple[float, float]:
+        allowed = math.floor(s.config.subagent.max_concurrency + threshold)
+        return allowed + 1, allowed
+
+    def onset(self, s: _Setup, threshold: float, level: float) -> int:
+        return 0
+
+    def labels(self, s: _Setup) -> dict[str, str]:
+        return s.instance
+
+    def series(self, s: _Setup, level: float, w: _Window) -> list[dict[str, str]]:
+        active = [level if w.cause(m) else 1 for m in w.minutes]
+        limit = [s.config.subagent.max_concurrency for _ in w.minutes]
+        return [
+            s.series(
+                "subagent_active_count", _gauge([math.ceil(a / 2) for a in active], w.glitch), depth="1"
+            ),
+            s.series("subagent_active_count", _gauge([a // 2 for a in active], w.glitch), depth="2"),
+            s.series("subagent_max_concurrency", _gauge(limit, w.glitch)),
+        ]
+
+
+def _le(bound: float) -> str:
+    return repr(float(bound))
+
+
+def _p95_increments(target_seconds: float) -> dict[str, float]:
+    """Per-minute cumulative bucket increments whose interpolated p95 is ``target_seconds``.
+
+    A share L of the observations sits at or below the lower bound a of the target's bucket (a, b], a
+    share p inside it and the rest above it; histogram_quantile returns a + (b - a) * (0.95 - L) / p.
+    """
+    q = 0.95
+    bounds = DURATION_BUCKETS
+    index = next((i for i, b in enumerate(bounds) if b >= target_seconds), None)
+    if index is None or (index == 0 and target_seconds < q * bounds[0]):
+        msg = (
+            f"a p95 of {target_seconds}s cannot be expressed with the subagent_duration_seconds buckets; "
+            f"set alerts.slow_executions.threshold between {bounds[0]} and {bounds[-1]} seconds"
+        )
+        raise ValueError(msg)
+    upper, lower = bounds[index], bounds[index - 1] if index else 0.0
+    x = (target_seconds - lower) / (upper - lower)
+    if index == 0:
+        below, inside = 0.0, q / x
+    elif x <= 0.5:
+        inside = (1 - q) / (1 - x)
+        below = 1 - inside
+    else:
+        inside = 2 * (1 - q)
+        below = q - inside * x
+    shares = {_le(b): below * (b >= lower and index > 0) + inside * (b >= upper) for b in bounds}
+    shares["+Inf"] = 1.0
+    return {le: share * TRAFFIC for le, share in shares.items()}
+
+
+class _Slow(_Spec):
+    def levels(self, s: _Setup, threshold: float) -> tuple[float, float]:
+        if threshold >= 60:  # shown as whole seconds: keep clear of the truncation
+            return math.floor(threshold) + 1.5, math.ceil(threshold) - 1.5
+        return (math.floor(round(threshold * 100, 6)) + 1) / 100, (
+            math.ceil(round(threshold * 100, 6)) - 1
+        ) / 100
+
+    def series(self, s: _Setup, level: float, w: _Window) -> list[dict[str, str]]:
+        slow, fast = _p95_increments(level), {_le(b): float(TRAFFIC) for b in DURATION_BUCKETS}
+        fast["+Inf"] = float(TRAFFIC)
+        out = []
+        for le in slow:
+            incs = [slow[le] if w.cause_inc(m) else fast[le] if m > w.t0 else 0.0 for m in w.minutes]
+            values = _counter(incs, HISTORY, w.glitch)
+            out.append(
+                s.series("subagent_duration_seconds_bucket", values, depth="1", status="complete", le=le)
+            )
+        return out
+
+
+class _Rejections(_Spec):
+    """Levels are refusals per minute; the alert compares the per-second rate."""
+
+    def levels(self, s: _Setup, threshold: float) -> tuple[float, float]:
+        scaled = round(threshold * 60, 6)
+        return math.floor(scaled) + 1, max(math.ceil(scaled) - 1, 0)
+
+    def onset(self, s: _Setup, threshold: float, level: float) -> int:
+        return next(j for j in range(1, s.window) if self.shown(s, level, j) > threshold)
+
+    def shown(self, s: _Setup, level: float, elapsed: int) -> float:
+        # Until the window is full of refusals, rate() extrapolates the first minutes over the window.
+        full = s.window - 1
+        return level * min(elapsed, full) / full / 60
+
+    def labels(self, s: _Setup) -> dict[str, str]:
+        return {"resource": "tokens"}
+
+    def series(self, s: _Setup, level: float, w: _Window) -> list[dict[str, str]]:
+        refusals = [level if w.cause_inc(m) else 0 for m in w.minutes]
+        return [
+            s.series(
+                "subagent_quota_rejections_total",
+                _counter(refusals, HISTORY // 100, w.glitch),
+                resource="tokens",
+            )
+        ]
+
+
+_SPECS: dict[str, _Spec] = {
+    "high_error_rate": _ErrorRate(),
+    "quota_nearly_exhausted": _Quota(),
+    "active_over_max_concurrency": _Concurrency(),
+    "slow_executions": _Slow(),
+    "quota_rejections": _Rejections(),
+}
+
+
+def _test(name: str, series: list[dict[str, str]], checks: list[Check]) -> dict[str, Any]:
+    return {
+        "name": name,
+        "interval": "1m",
+        "input_series": series,
+        "alert_rule_test": [
+            {"eval_time": f"{t}m", "alertname": alert, "exp_alerts": expected}
+            for t, alert, expected in checks
+        ],
+    }
+
+
+def _threshold_tests(s: _Setup, key: str, spec: _Spec) -> list[dict[str, Any]]:
+    rule = getattr(s.config.alerts, key)
+    alert, for_ = ALERT_NAMES[key], _minutes(rule.for_, f"alerts.{key}.for")
+    above, below = spec.levels(s, rule.threshold)
+    t0 = s.window + 1
+    rise = spec.onset(s, rule.threshold, above)
+    fires = t0 + rise + for_
+    labels = spec.labels(s)
+
+    def firing(minute: int) -> list[dict[str, Any]]:
+        return [s.expect(alert, spec.shown(s, above, minute - t0), **labels)]
+
+    end = fires + 2
+    before: list[Check] = [(fires - 1, alert, [])] if for_ else []
+    tests = [
+        _test(
+            f"{alert}: {above} (just above {rule.threshold}) fires after {rule.for_}, not 1m before",
+            spec.series(s, above, _Window(t0, end, end)),
+            [(t0 - 1, alert, []), *before, (fires, alert, firing(fires))],
+        ),
+        _test(
+            f"{alert}: {below} (just below {rule.threshold}) never fires",
+            spec.series(s, below, _Window(t0, end + s.window, end + s.window)),
+            [(t, alert, []) for t in range(t0, end + s.window + 1)],
+        ),
+    ]
+    glitch = fires + 1
+    end = glitch + s.window + 1
+    what = "a counter reset" if spec.glitch == "reset" else "one failed scrape"
+    tests.append(
+        _test(
+            f"{alert}: keeps firing through {what}",
+            spec.series(s, above, _Window(t0, end, end, glitch)),
+            [(t, alert, firing(t)) for t in range(glitch, end + 1)],
+        )
+    )
+    t1 = fires + 1
+    end = t1 + s.window
+    # Gauges are smoothed over the window: still firing one minute before it has passed.
+    smoothed = [(end - 1, alert, firing(end - 1))] if spec.glitch == "stale" else []
+    tests.append(
+        _test(
+            f"{alert}: resolves within {s.window}m once the cause goes",
+            spec.series(s, above, _Window(t0, t1, end)),
+            [(t1, alert, firing(t1)), *smoothed, (end, alert, [])],
+        )
+    )
+    if key == "active_over_max_concurrency" and for_ >= s.window:
+        end = t0 + s.window + 1
+        tests.append(
+            _test(
+                f"{alert}: one scrape above the limit does not fire",
+                spec.series(s, above, _Window(t0, t0, end)),
+                [(t, alert, []) for t in range(t0, end + 1)],
+            )
+        )
+    return tests
+
+
+# --------------------------------------------------------------------------------------------------
+# SubagentMetricsAbsent: target down, short outage, recovery, vanished job.
+
+
+def _agent(s: _Setup, w: _Window, *, vanish: bool = False) -> list[dict[str, str]]:
+    """``up`` and ``subagent_max_concurrency`` of a target that is down (or, ``vanish``, gone) t0..t1.
+
+    A failed scrape makes Prometheus write ``up 0`` and one staleness marker for the target's series;
+    a target removed from discovery gets a staleness marker on ``up`` as well.
+    """
+    limit = s.config.subagent.max_concurrency
+
+    def gone(m: int) -> str:
+        return "stale" if m == w.t0 else "_"
+
+    up = [(gone(m) if vanish else "0") if w.cause(m) else "1" for m in w.minutes]
+    metric = [gone(m) if w.cause(m) else str(limit) for m in w.minutes]
+    return [s.series("up", up), s.series("subagent_max_concurrency", metric)]
+
+
+def _absent_tests(s: _Setup) -> list[dict[str, Any]]:
+    alerts = s.config.alerts
+    alert, for_ = (
+        ALERT_NAMES["metrics_absent"],
+        _minutes(alerts.metrics_absent.for_, "alerts.metrics_absent.for"),
+    )
+    t0 = s.window + 1
+    fires = t0 + for_
+    down = [s.expect(alert, 0.0, **s.instance)]
+    gone = [s.expect(alert, 0.0)]
+    before: list[Check] = [(fires - 1, alert, [])] if for_ else []
+    tests = [
+        _test(
+            f"{alert}: a target failing its scrapes fires after {alerts.metrics_absent.for_}, not 1m earlier",
+            _agent(s, _Window(t0, fires + 1, fires + 1)),
+            [(t0 - 1, alert, []), *before, (fires, alert, down)],
+        ),
+        _test(
+            f"{alert}: resolves at the first good scrape",
+            _agent(s, _Window(t0, fires + 1, fires + 2)),
+            [(fires + 1, alert, down), (fires + 2, alert, [])],
+        ),
+    ]
+    if for_ >= 2:
+        tests.append(
+            _test(
+                f"{alert}: an outage shorter than {alerts.metrics_absent.for_} (a restart) does not fire",
+                _agent(s, _Window(t0, fires - 2, fires + 1)),
+                [(t, alert, []) for t in range(t0, fires + 2)],
+            )
+        )
+    lookback = _minutes(_context_lookback(s), "lookback")
+    forgotten = t0 - 1 + lookback  # the last sample leaves the lookback window
+    equal = {m.name: m.value for m in alerts.matchers if m.op == "="}
+    keeps = all(m.op == "=" for m in alerts.matchers) and set(s.level) <= set(equal)
+    later = (
+        [(forgotten, alert, gone), (forgotten + 2, alert, gone)]  # absent() takes over, same labels
+        if keeps
+        else [(forgotten + 2, alert, [])]  # a regex selector: absent() could not name the job
+    )
+    tests.append(
+        _test(
+            f"{alert}: a job removed from discovery fires after {alerts.metrics_absent.for_}",
+            _agent(s, _Window(t0, forgotten + 2, forgotten + 2), vanish=True),
+            [*before, (fires, alert, gone), *later],
+        )
+    )
+    return tests
+
+
+def _context_lookback(s: _Setup) -> str:
+    return duration(duration_seconds(s.config.alerts.metrics_absent.for_) + ABSENT_LOOKBACK_SECONDS)
+
+
+# --------------------------------------------------------------------------------------------------
+# Idle and freshly started systems: every metric present, nothing fires.
+
+
+def _system(s: _Setup, end: int, *, fresh: bool) -> list[dict[str, str]]:
+    """Every series of one agent: idle with a busy (slow, failing) past, or just started and healthy."""
+    minutes = range(end + 1)
+    traffic = [0 if m == 0 or not fresh else 10 for m in minutes]
+
+    def counter(history: int) -> list[str]:
+        return _counter(traffic, 0 if fresh else history)
+
+    session = s.config.quota.session
+    calm = math.floor(s.config.alerts.quota_nearly_exhausted.threshold * TRAFFIC / 2)
+    series = [
+        s.series("up", _gauge([1 for _ in minutes])),
+        s.series("subagent_max_concurrency", _gauge([s.config.subagent.max_concurrency for _ in minutes])),
+        s.series("subagent_active_count", _gauge([1 if fresh else 0 for _ in minutes]), depth="1"),
+        s.series("subagent_executions_total", counter(HISTORY), depth="1"),
+        s.series("subagent_completions_total", counter(HISTORY // 2), depth="1", status="complete"),
+        s.series(
+            "subagent_quota_used",
+            _gauge([0 if fresh else calm for _ in minutes]),
+            resource="tokens",
+            session=session,
+        ),
+        s.series(
+            "subagent_quota_limit", _gauge([TRAFFIC for _ in minutes]), resource="tokens", session=session
+        ),
+    ]
+    for bound in (*map(_le, DURATION_BUCKETS), "+Inf"):
+        # The idle system's history was all slow (+Inf): with no traffic now, p95 must not fire.
+        history = HISTORY if bound == "+Inf" else 0
+        series.append(
+            s.series(
+                "subagent_duration_seconds_bucket", counter(history), depth="1", status="complete", le=bound
+            )
+        )
+    if not fresh:  # a fresh process has not created these labelled children yet
+        flat = [0 for _ in minutes]
+        series += [
+            s.series(
+                "subagent_errors_total",
+                _counter(flat, HISTORY // 2),
+                depth="1",
+                error_type="execution_failed",
+            ),
+            s.series("subagent_quota_rejections_total", _counter(flat, HISTORY // 100), resource="tokens"),
+        ]
+    return series
+
+
+def _quiet_tests(s: _Setup, alert: str, for_minutes: int) -> list[dict[str, Any]]:
+    end = for_minutes + s.window + 5
+    checks: list[Check] = [(t, alert, []) for t in range(end + 1)]
+    idle = _test(
+        f"{alert}: an idle system with a failing, slow past fires nothing",
+        _system(s, end, fresh=False),
+        checks,
+    )
+    if alert == ALERT_NAMES["high_error_rate"]:
+        # Not only "no alert" (NaN > x is false anyway): the ratio is not recorded at all, never NaN.
+        idle["promql_expr_test"] = [{"expr": s.error_ratio, "eval_time": f"{end}m", "exp_samples": []}]
+    return [
+        idle,
+        _test(f"{alert}: a freshly started system fires nothing", _system(s, end, fresh=True), checks),
+    ]
+
+
+def render_rule_tests(config: Config, groups: RuleGroups, rule_file: Path) -> dict[str, dict[str, Any]]:
+    """One promtool test file per enabled alert, keyed by alert name; ``rule_file`` relative to it."""
+    s = _setup(config, groups)
+    files = {}
+    for key, alert in ALERT_NAMES.items():
+        rule = getattr(config.alerts, key)
+        if not rule.enabled:
+            continue
+        tests = _absent_tests(s) if key == "metrics_absent" else _threshold_tests(s, key, _SPECS[key])
+        tests += _quiet_tests(s, alert, _minutes(rule.for_, f"alerts.{key}.for"))
+        files[alert] = {
+            "rule_files": [str(rule_file)],
+            "evaluation_interval": "1m",
+            "group_eval_order": [RECORDING_GROUP, ALERTING_GROUP],
+            "tests": tests,
+        }
+    return files
