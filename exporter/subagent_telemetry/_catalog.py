@@ -197,6 +197,36 @@ CATALOG: tuple[MetricSpec, ...] = (
     QUOTA_STORE_DEGRADED,
 )
 
+#: Gauges of a batch run, only in what ``push_on_exit`` sends to a Pushgateway (never on /metrics).
+BATCH_LAST_RUN = MetricSpec(
+    name="subagent_batch_last_run_timestamp_seconds",
+    kind=Kind.GAUGE,
+    help="Unix time at which the last batch run ended (pushed on exit).",
+    labels=(),
+    otel_name="subagent.batch.last_run_timestamp",
+    otel_unit="s",
+    unit="seconds",
+)
+BATCH_LAST_SUCCESS = MetricSpec(
+    name="subagent_batch_last_success_timestamp_seconds",
+    kind=Kind.GAUGE,
+    help="Unix time at which the last successful batch run ended (kept when a later run fails).",
+    labels=(),
+    otel_name="subagent.batch.last_success_timestamp",
+    otel_unit="s",
+    unit="seconds",
+)
+BATCH_LAST_DURATION = MetricSpec(
+    name="subagent_batch_last_run_duration_seconds",
+    kind=Kind.GAUGE,
+    help="Wall-clock duration of the last batch run (pushed on exit).",
+    labels=(),
+    otel_name="subagent.batch.last_run_duration",
+    otel_unit="s",
+    unit="seconds",
+)
+BATCH_CATALOG: tuple[MetricSpec, ...] = (BATCH_LAST_RUN, BATCH_LAST_SUCCESS, BATCH_LAST_DURATION)
+
 #: Label added to the per-execution metrics when ``telemetry.agent_label`` is enabled.
 AGENT_LABEL = "agent"
 #: Catalog entries that take the optional agent label (per-execution metrics only).

@@ -16,6 +16,7 @@ from prometheus_client import REGISTRY, CollectorRegistry
 from ._config import Config
 from ._execution import ErrorClassifier, Execution, SubagentMetrics
 from ._labels import AgentLabelMapper
+from ._multiprocess import multiprocess_dir, multiprocess_registry
 from ._prometheus import PrometheusBackend, QuotaCollector
 from ._quota import Clock, InMemoryQuotaStore, QuotaLimits, QuotaStore, QuotaTracker
 from ._recorder import Backend, Recorder
@@ -191,7 +192,10 @@ class SubagentTelemetry:
 
     def serve(self) -> MetricsServer:
         """Start the /metrics listener configured in ``telemetry.prometheus``."""
-        server = serve_metrics(self.registry, self.config.telemetry.prometheus)
+        registry = self.registry
+        if multiprocess_dir() is not None:  # One scrape answers for every worker (docs/fleet.md).
+            registry = multiprocess_registry(self)
+        server = serve_metrics(registry, self.config.telemetry.prometheus)
         self._servers.append(server)
         return server
 

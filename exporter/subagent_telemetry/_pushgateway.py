@@ -1,0 +1,150 @@
+"""Batch runs: push the run's metrics to a Prometheus Pushgateway when it ends.
+
+The grouping key is stable (``job`` plus the labels you configure; never a run id or a pid), and the
+push uses ``pushadd`` (POST): it replaces the metrics this run sends and keeps the others of the group,
+so ``subagent_batch_last_success_timestamp_seconds`` survives a failed run (which does not send it).
+Counters restart with every run; for counts cumulated across runs, export over OTLP instead.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping
+from types import TracebackType
+from typing import TYPE_CHECKING
+
+from prometheus_client import CollectorRegistry, pushadd_to_gateway
+from prometheus_client.metrics_core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from . import _catalog as cat
+
+if TYPE_CHECKING:
+    from ._telemetry import SubagentTelemetry
+
+_log = logging.getLogger("subagent_telemetry")
+_LABEL_RE = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
+#: Labels that change with every run would create one Pushgateway group per run, kept forever.
+_PER_RUN_LABELS = frozenset({"pid", "run_id", "run", "instance_id", "hostname_pid"})
+
+
+class _Union(Collector):
+    """The telemetry's registry plus the batch gauges, as one thing to push."""
+
+    def __init__(self, registry: CollectorRegistry, batch: Callable[[], Iterator[Metric]]) -> None:
+        self._registry = registry
+        self._batch = batch
+
+    def collect(self) -> Iterator[Metric]:
+        yield from self._registry.collect()
+        yield from self._batch()
+
+
+class BatchPush:
+    """Pushes ``tel``'s metrics and the last-run gauges once, when the run ends.
+
+    Use ``with push_on_exit(...)``: the run fails when an exception escapes. Without ``with``, the push
+    happens at interpreter exit and counts as failed after an uncaught exception or ``mark_failed()``.
+    """
+
+    def __init__(
+        self,
+        tel: SubagentTelemetry,
+        gateway_url: str,
+        job: str,
+        grouping_key: Mapping[str, str] | None = None,
+        *,
+        timeout_seconds: float = 10.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        key = dict(grouping_key or {})
+        for name in key:
+            if not _LABEL_RE.match(name) or name == "job":
+                msg = f"grouping key label {name!r} is not a Prometheus label name other than job"
+                raise ValueError(msg)
+            if name in _PER_RUN_LABELS:
+                msg = f"grouping key label {name!r} changes every run; each run would leave a new group"
+                raise ValueError(msg)
+        if not job:
+            msg = "job must not be empty"
+            raise ValueError(msg)
+        self.gateway_url = gateway_url
+        self.job = job
+        self.grouping_key = key
+        self._tel = tel
+        self._timeout = timeout_seconds
+        self._clock = clock
+        self._started = clock()
+        self._failed = False
+        self._pushed = False
+        self._lock = threading.Lock()
+
+    def mark_failed(self) -> None:
+        """The run failed: the next push leaves the last-success timestamp as it was."""
+        self._failed = True
+
+    def push(self, success: bool | None = None) -> bool:
+        """Push now (once); ``False`` (logged, never raised) when the Pushgateway did not take it."""
+        with self._lock:
+            if self._pushed:
+                return True
+            self._pushed = True
+        ok = (not self._failed) if success is None else success
+        ended = self._clock()
+
+        def batch() -> Iterator[Metric]:
+            yield _gauge(cat.BATCH_LAST_RUN, ended)
+            yield _gauge(cat.BATCH_LAST_DURATION, max(ended - self._started, 0.0))
+            if ok:
+                yield _gauge(cat.BATCH_LAST_SUCCESS, ended)
+
+        registry = CollectorRegistry(auto_describe=False)
+        registry.register(_Union(self._tel.registry, batch))
+        try:
+            pushadd_to_gateway(self.gateway_url, self.job, registry, self.grouping_key, timeout=self._timeout)
+        except Exception as error:
+            _log.warning("subagent_telemetry: push to %s failed: %s", self.gateway_url, error)
+            return False
+        return True
+
+    def __enter__(self) -> BatchPush:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.push(success=exc is None and not self._failed)
+
+
+def _gauge(spec: cat.MetricSpec, value: float) -> GaugeMetricFamily:
+    return GaugeMetricFamily(spec.name, spec.help, value=value)
+
+
+def push_on_exit(
+    tel: SubagentTelemetry,
+    gateway_url: str,
+    job: str,
+    grouping_key: Mapping[str, str] | None = None,
+    *,
+    timeout_seconds: float = 10.0,
+) -> BatchPush:
+    """Push ``tel``'s metrics to ``gateway_url`` under ``job`` + ``grouping_key`` when the run ends.
+
+    Also registered at interpreter exit, so a run that never leaves a ``with`` block still pushes.
+    """
+    import atexit  # noqa: PLC0415 - only batch jobs register the hook
+
+    batch = BatchPush(tel, gateway_url, job, grouping_key, timeout_seconds=timeout_seconds)
+    previous = sys.excepthook
+
+    def excepthook(*args: object) -> None:
+        batch.mark_failed()
+        previous(*args)  # type: ignore[arg-type]
+
+    sys.excepthook = excepthook
+    atexit.register(batch.push)
+    return batch
