@@ -198,13 +198,18 @@ def alertmanager_config(compose_dir: Path, addresses: Mapping[str, str]) -> dict
 
 
 def render_rules_into(config: Config, dest: Path) -> Path:
-    """Render ``config``'s rule files into ``dest`` (laid out as the repository's ``alerts/``)."""
-    from .render.rules import ALERTS_DIR, render_rules  # noqa: PLC0415 - render-only deps
+    """Render ``config``'s Prometheus rule file into ``dest``, named as in the repository's ``alerts/``.
 
-    for rel, text in render_rules(config).items():
-        target = dest / rel.relative_to(ALERTS_DIR)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_text(text, encoding="utf-8")
+    Only the file Prometheus loads: the other formats and the promtool tests are not needed here.
+    """
+    from .render._rules_yaml import dump_yaml as dump_rules  # noqa: PLC0415 - render-only deps
+    from .render.rules import RULES_FILE, rule_groups  # noqa: PLC0415
+
+    groups = rule_groups(config)
+    dest.mkdir(parents=True, exist_ok=True)
+    (dest / RULES_FILE.name).write_text(
+        dump_rules({"groups": [groups.recording, groups.alerting]}), encoding="utf-8"
+    )
     return dest
 
 
