@@ -70,11 +70,11 @@ def _cmd_demo(args: argparse.Namespace) -> int:
             "listen_address": args.listen_address or config.telemetry.prometheus.listen_address,
         }
     )
-    config = config.model_copy(
-        update={
-            "telemetry": config.telemetry.model_copy(update={"prometheus": prom, "log_executions": False})
-        }
-    )
+    telemetry_update: dict[str, object] = {"prometheus": prom, "log_executions": False}
+    if args.otlp_endpoint:
+        otlp = config.telemetry.otlp
+        telemetry_update["otlp"] = otlp.model_copy(update={"enabled": True, "endpoint": args.otlp_endpoint})
+    config = config.model_copy(update={"telemetry": config.telemetry.model_copy(update=telemetry_update)})
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     tel = SubagentTelemetry(config, registry=CollectorRegistry())
     with tel:
@@ -127,6 +127,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("--once", type=int, metavar="N", help="run N top-level executions, then exit")
     demo.add_argument("--no-serve", action="store_true", help="do not serve /metrics")
+    demo.add_argument("--otlp-endpoint", help="also push OTLP metrics and traces here (flushed before exit)")
     demo.set_defaults(func=_cmd_demo)
     _add_stack_parser(sub)
     return parser
