@@ -171,6 +171,20 @@ class InMemoryQuotaStore:
             self._started = self._clock()
 
 
+_INF = float("inf")
+_NO_WARNINGS = (_INF, _INF, _INF)
+
+
+def _warn_thresholds(pending: list[tuple[Resource, float, float]]) -> tuple[float, float, float]:
+    """(executions, tokens, seconds) at which a pending warning fires; inf where none is pending."""
+    at = {resource: threshold for resource, threshold, _ in pending}
+    return (
+        at.get(Resource.EXECUTIONS, _INF),
+        at.get(Resource.TOKENS, _INF),
+        at.get(Resource.TIME_SECONDS, _INF),
+    )
+
+
 class QuotaTracker:
     """Admission control for one session (seed-compatible API).
 
@@ -199,6 +213,8 @@ class QuotaTracker:
         self._warn_lock = threading.Lock()
         #: (resource, usage at which to warn, limit) not yet warned about; empty = nothing to check.
         self._pending_warnings: list[tuple[Resource, float, float]] = []
+        #: Usage (executions, tokens, seconds) at which a pending warning fires; inf when none is pending.
+        self._warn_at: tuple[float, float, float] = _NO_WARNINGS
         self._arm_warnings()
 
     @property
@@ -320,8 +336,13 @@ class QuotaTracker:
                     pending.append((resource, ratio * limit, float(limit)))
         with self._warn_lock:
             self._pending_warnings = pending
+            self._warn_at = _warn_thresholds(pending)
 
     def _maybe_warn(self, usage: QuotaUsage) -> None:
+        # Hot path: nothing crossed (the common case) is three comparisons, no lock, no allocation.
+        at = self._warn_at
+        if usage.executions < at[0] and usage.total_tokens < at[1] and usage.elapsed_seconds < at[2]:
+            return
         crossed = []
         with self._warn_lock:
             for item in self._pending_warnings:
@@ -329,6 +350,7 @@ class QuotaTracker:
                     crossed.append(item)
             if crossed:
                 self._pending_warnings = [i for i in self._pending_warnings if i not in crossed]
+                self._warn_at = _warn_thresholds(self._pending_warnings)
         if self._on_warning is not None:
             for resource, _, limit in crossed:
                 self._on_warning(resource, usage.used_of(resource), limit)

@@ -13,12 +13,15 @@ from collections import deque
 
 
 class Slots:
-    __slots__ = ("_async_waiters", "_cond", "_free", "limit")
+    __slots__ = ("_async_waiters", "_cond", "_free", "_lock", "_sync_waiters", "limit")
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
         self._free = limit
-        self._cond = threading.Condition(threading.Lock())
+        # The uncontended path takes the bare lock (a C call); the condition shares it for sync waiters.
+        self._lock = threading.Lock()
+        self._cond = threading.Condition(self._lock)
+        self._sync_waiters = 0
         self._async_waiters: deque[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = deque()
 
     @property
@@ -26,7 +29,7 @@ class Slots:
         return self.limit - self._free
 
     def try_acquire(self) -> bool:
-        with self._cond:
+        with self._lock:
             if self._free > 0:
                 self._free -= 1
                 return True
@@ -40,7 +43,11 @@ class Slots:
                 remaining = None if deadline is None else deadline - time.monotonic()
                 if remaining is not None and remaining <= 0:
                     return False
-                self._cond.wait(remaining)
+                self._sync_waiters += 1
+                try:
+                    self._cond.wait(remaining)
+                finally:
+                    self._sync_waiters -= 1
             self._free -= 1
             return True
 
@@ -64,7 +71,7 @@ class Slots:
         return True
 
     def release(self) -> None:
-        with self._cond:
+        with self._lock:
             while self._async_waiters:
                 loop, future = self._async_waiters.popleft()
                 if not future.done() and not loop.is_closed():
@@ -72,7 +79,8 @@ class Slots:
                     loop.call_soon_threadsafe(self._hand_over, future)
                     return
             self._free += 1
-            self._cond.notify()
+            if self._sync_waiters:  # notify() costs a Python-level ownership check; skip it when idle.
+                self._cond.notify()
 
     def _hand_over(self, future: asyncio.Future[None]) -> None:
         if future.done():  # Cancelled between hand-over and now: the slot goes back.
