@@ -75,7 +75,7 @@ def expand(text: str, labels: Mapping[str, str], value: float) -> str:
     """``text`` with ``$labels``/``$value`` filled in as Prometheus fills them (missing label → "")."""
     text = _WITH.sub(lambda m: m[2].replace("{{ . }}", labels[m[1]]) if labels.get(m[1]) else "", text)
     text = _LABEL.sub(lambda m: labels.get(m[1], ""), text)
-    text = _VALUE.sub(lambda m: _FUNCTIONS[m[1]](value, m[2] or ""), text)
+    text = _VALUE.sub(lambda m: _FUNCTIONS[m[1]](value, m[2] or "") if m[1] in _FUNCTIONS else m[0], text)
     if "{{" in text:
         msg = f"unsupported template form left in {text!r}; teach _rules_gotemplate.expand about it"
         raise ValueError(msg)

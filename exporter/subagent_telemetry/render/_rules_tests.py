@@ -36,7 +36,7 @@ from ._rules_template import (
 HISTORY = 1_000_000
 #: Executions per minute of the synthetic traffic.
 TRAFFIC = 1000
-_LABEL_CANDIDATES = ("agent", "prod", "default", "test", "x")
+_LABEL_CANDIDATES = ("agent", "agent-1", "prod", "default", "test", "x")
 
 Check = tuple[int, str, list[dict[str, Any]]]
 

@@ -1,0 +1,133 @@
+"""The rendered rules under real promtool 3.x: lint-clean in every format, and the generated unit tests
+pass for the default config and for non-default ones (and fail when a rule is broken)."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from subagent_telemetry._config import Config
+from subagent_telemetry.render import write_files
+from subagent_telemetry.render.rules import (
+    MIMIR_FILE,
+    PROMETHEUS_RULE_FILE,
+    RULES_FILE,
+    TESTS_DIR,
+    render_rules,
+)
+from tests.support.servers import tool
+
+pytestmark = pytest.mark.integration
+
+REPO = Path(__file__).resolve().parents[2]
+ACTIVE = "job_instance:subagent_active_count:sum"
+CONFIGS: dict[str, dict[str, Any]] = {
+    "default": {},
+    "custom": {
+        "selector": 'job="my-agent", cluster="prod"',
+        "group_by": ["cluster"],
+        "rate_window": "10m",
+        "dashboard_url": "https://grafana.example/d/subagent-overview",
+        "high_error_rate": {"threshold": 0.1, "for": "3m"},
+        "quota_nearly_exhausted": {"threshold": 0.9, "for": "2m"},
+        "active_over_max_concurrency": {"threshold": 1, "for": "10m"},
+        "slow_executions": {"threshold": 45, "for": "4m"},
+        "quota_rejections": {"threshold": 0.5, "for": "3m"},
+        "metrics_absent": {"for": "5m"},
+    },
+    "escaped": {"selector": r'job="my \"quoted\" agent\\x"', "high_error_rate": {"for": "0m"}},
+    "relabelled": {
+        "selector": 'service=~"agent-.*"',
+        "job_label": "service",
+        "instance_label": "pod",
+        "slow_executions": {"threshold": 2.5, "for": "2m"},
+        "quota_rejections": {"threshold": 0.02},
+    },
+}
+
+
+def promtool(*args: str | Path, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [tool("promtool"), *map(str, args)], cwd=cwd, capture_output=True, text=True, timeout=300, check=False
+    )
+
+
+@pytest.fixture(params=sorted(CONFIGS))
+def rendered(request: pytest.FixtureRequest, tmp_path: Path) -> Path:
+    """The rule files of one config, rendered into a fresh directory."""
+    config = Config.model_validate(
+        {"agent": {"subagent": {"max_concurrency": 3}}, "alerts": CONFIGS[request.param]}
+    )
+    write_files(render_rules(config), tmp_path)
+    return tmp_path
+
+
+def groups_only(groups: list[Any], target: Path) -> Path:
+    target.write_text(yaml.safe_dump({"groups": groups}))
+    return target
+
+
+def test_plain_rule_file_passes_strict_lint(rendered: Path) -> None:
+    """promtool check rules --lint=all --lint-fatal accepts alerts/rules.yaml."""
+    result = promtool("check", "rules", "--lint=all", "--lint-fatal", rendered / RULES_FILE)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_prometheus_rule_groups_pass_strict_lint(rendered: Path, tmp_path: Path) -> None:
+    """The PrometheusRule's spec.groups pass promtool's strict lint."""
+    spec = yaml.safe_load((rendered / PROMETHEUS_RULE_FILE).read_text())["spec"]
+    extracted = groups_only(spec["groups"], tmp_path / "operator.yaml")
+    result = promtool("check", "rules", "--lint=all", "--lint-fatal", extracted)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_mimir_groups_pass_strict_lint(rendered: Path, tmp_path: Path) -> None:
+    """The Mimir/Cortex namespace file's groups pass promtool's strict lint."""
+    data = yaml.safe_load((rendered / MIMIR_FILE).read_text())
+    extracted = groups_only(data["groups"], tmp_path / "mimir.yaml")
+    result = promtool("check", "rules", "--lint=all", "--lint-fatal", extracted)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_generated_unit_tests_pass(rendered: Path) -> None:
+    """promtool test rules passes every generated test of the config."""
+    files = sorted((rendered / TESTS_DIR).glob("*.yaml"))
+    result = promtool("test", "rules", *files, cwd=rendered / TESTS_DIR)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_committed_unit_tests_pass() -> None:
+    """The committed alerts/tests pass against the committed alerts/rules.yaml."""
+    files = sorted((REPO / TESTS_DIR).glob("*.yaml"))
+    assert len(files) == 6
+    result = promtool("test", "rules", *files, cwd=REPO / TESTS_DIR)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize(
+    ("alert", "original", "broken"),
+    [
+        ("SubagentHighErrorRate", "> 0.05", "> 0.052"),  # threshold moved just past the "above" level
+        ("SubagentQuotaNearlyExhausted", "for: 1m", "for: 0m"),  # fires a minute early
+        # min_over_time needs the whole window above the limit: fires too late.
+        ("SubagentActiveOverMaxConcurrency", f"max_over_time({ACTIVE}", f"min_over_time({ACTIVE}"),
+        ("SubagentSlowExecutions", "histogram_quantile(0.95", "histogram_quantile(0.5"),
+        ("SubagentQuotaRejections", "rate5m{job=~\".+\"} > 0\n", "rate5m{job=~\".+\"} > 0.02\n"),
+        ("SubagentMetricsAbsent", "(up{job=~\".+\"}) == 0", "(up{job=~\".+\"}) == 2"),
+    ],
+)  # fmt: skip
+def test_generated_unit_tests_catch_a_broken_rule(
+    alert: str, original: str, broken: str, tmp_path: Path
+) -> None:
+    """With one rule broken, that alert's generated tests fail (they are not vacuous)."""
+    write_files(render_rules(Config.default()), tmp_path)
+    rules = tmp_path / RULES_FILE
+    text = rules.read_text()
+    assert original in text
+    rules.write_text(text.replace(original, broken, 1))
+    result = promtool("test", "rules", f"{alert}.yaml", cwd=tmp_path / TESTS_DIR)
+    assert result.returncode != 0, result.stdout

@@ -1,0 +1,371 @@
+"""Alert and recording rules: structure, config, escaping, catalog coverage, runbooks, generated tests."""
+
+from __future__ import annotations
+
+import importlib.resources
+import re
+from pathlib import Path
+from typing import Any
+
+import promql_parser
+import pytest
+import yaml
+
+from subagent_telemetry import _catalog as cat
+from subagent_telemetry._config import Config, Matcher
+from subagent_telemetry.render import drifted_files
+from subagent_telemetry.render._rules_gotemplate import (
+    expand,
+    humanize,
+    humanize_duration,
+    humanize_percentage,
+)
+from subagent_telemetry.render._rules_template import ALERTING_GROUP, RECORDING_GROUP
+from subagent_telemetry.render.rules import (
+    ALERT_NAMES,
+    MIMIR_FILE,
+    PROMETHEUS_RULE_FILE,
+    RULES_FILE,
+    RUNBOOKS_DOC,
+    TESTS_DIR,
+    render_rules,
+    rule_groups,
+    runbook_anchor,
+)
+
+REPO = Path(__file__).resolve().parents[1]
+QUOTE_AND_BACKSLASH = r'job="my \"quoted\" agent\\x"'
+CUSTOM: dict[str, Any] = {
+    "selector": 'job="my-agent", cluster="prod"',
+    "group_by": ["cluster"],
+    "rate_window": "10m",
+    "dashboard_url": "https://grafana.example/d/subagent-overview",
+    "high_error_rate": {"threshold": 0.1, "for": "3m", "severity": "warning"},
+    "quota_nearly_exhausted": {"threshold": 0.9, "for": "2m"},
+    "active_over_max_concurrency": {"threshold": 1, "for": "10m"},
+    "slow_executions": {"threshold": 45, "for": "4m"},
+    "quota_rejections": {"threshold": 0.5, "for": "3m", "severity": "info"},
+    "metrics_absent": {"for": "5m", "severity": "warning"},
+}
+CONFIGS = {
+    "default": {},
+    "custom": CUSTOM,
+    "escaped": {"selector": QUOTE_AND_BACKSLASH},
+    "relabelled": {"selector": 'service=~"agent-.*"', "job_label": "service", "instance_label": "pod"},
+}
+OPS = {"=": "Equal", "!=": "NotEqual", "=~": "Re", "!~": "NotRe"}
+
+
+def config_with(**alerts: Any) -> Config:
+    """The default config with these ``alerts:`` keys."""
+    return Config.model_validate({"alerts": alerts})
+
+
+def all_rules(config: Config) -> list[dict[str, Any]]:
+    groups = rule_groups(config)
+    return [*groups.recording["rules"], *groups.alerting["rules"]]
+
+
+def alerts_by_name(config: Config) -> dict[str, dict[str, Any]]:
+    return {r["alert"]: r for r in rule_groups(config).alerting["rules"]}
+
+
+def selectors(expr: str) -> list[tuple[str, list[tuple[str, str, str]]]]:
+    """(metric name, [(label, op, value)]) of every vector selector in ``expr``, parsed by promql-parser."""
+    found: list[tuple[str, list[tuple[str, str, str]]]] = []
+
+    def visit(node: Any) -> None:
+        if isinstance(node, promql_parser.VectorSelector):
+            matchers = [(m.name, str(m.op).removeprefix("MatchOp."), m.value) for m in node.matchers.matchers]
+            found.append((node.name, matchers))
+
+    promql_parser.walk(promql_parser.parse(expr), visit)
+    return found
+
+
+def matches(m: Matcher, value: str) -> bool:
+    """Whether a label value satisfies a matcher (Prometheus regexes are fully anchored)."""
+    if m.op == "=":
+        return value == m.value
+    if m.op == "!=":
+        return value != m.value
+    return (re.fullmatch(m.value, value) is not None) == (m.op == "=~")
+
+
+def wanted(matchers: tuple[Matcher, ...]) -> list[tuple[str, str, str]]:
+    return [(m.name, OPS[m.op], m.value) for m in matchers]
+
+
+@pytest.fixture(params=sorted(CONFIGS))
+def config(request: pytest.FixtureRequest) -> Config:
+    return config_with(**CONFIGS[request.param])
+
+
+class TestFiles:
+    def test_renders_three_formats_and_a_test_file_per_alert(self) -> None:
+        """Plain rules, PrometheusRule, Mimir namespace file and one promtool file per alert."""
+        files = render_rules(Config.default())
+        tests = {TESTS_DIR / f"{name}.yaml" for name in ALERT_NAMES.values()}
+        assert set(files) == {RULES_FILE, PROMETHEUS_RULE_FILE, MIMIR_FILE, *tests}
+
+    def test_committed_alerts_match_the_renderer(self) -> None:
+        """alerts/ holds exactly what the default config renders (re-render after a change)."""
+        assert drifted_files(render_rules(Config.default()), REPO) == []
+
+    def test_the_three_formats_carry_the_same_groups(self) -> None:
+        """Prometheus, prometheus-operator and Mimir get identical rule groups."""
+        files = render_rules(Config.default())
+        plain = yaml.safe_load(files[RULES_FILE])["groups"]
+        assert yaml.safe_load(files[PROMETHEUS_RULE_FILE])["spec"]["groups"] == plain
+        assert yaml.safe_load(files[MIMIR_FILE])["groups"] == plain
+
+    def test_prometheus_rule_metadata_comes_from_config(self) -> None:
+        """metadata name, namespace and labels are the configured ones."""
+        meta = {"name": "agents", "namespace": "obs", "labels": {"release": "prom", "team": "ai"}}
+        files = render_rules(config_with(prometheus_rule=meta))
+        manifest = yaml.safe_load(files[PROMETHEUS_RULE_FILE])
+        assert (manifest["apiVersion"], manifest["kind"]) == ("monitoring.coreos.com/v1", "PrometheusRule")
+        assert manifest["metadata"] == meta
+
+    def test_mimir_file_names_the_configured_namespace(self) -> None:
+        """The Mimir/Cortex file's namespace is alerts.mimir_namespace."""
+        files = render_rules(config_with(mimir_namespace="agents-prod"))
+        assert yaml.safe_load(files[MIMIR_FILE])["namespace"] == "agents-prod"
+
+    def test_template_ships_inside_the_package(self) -> None:
+        """The Jinja2 template is package data, so an installed wheel can render."""
+        template = importlib.resources.files("subagent_telemetry.render") / "templates" / "rules.yaml.j2"
+        assert template.is_file()
+
+    def test_generated_tests_load_the_plain_rule_file_in_group_order(self) -> None:
+        """Each test file points at ../rules.yaml and evaluates recording rules before alerts."""
+        for path, text in render_rules(Config.default()).items():
+            if path.parent == TESTS_DIR:
+                data = yaml.safe_load(text)
+                assert data["rule_files"] == ["../rules.yaml"]
+                assert data["group_eval_order"] == [RECORDING_GROUP, ALERTING_GROUP]
+
+
+class TestRecordingRules:
+    def test_names_are_level_metric_operations(self, config: Config) -> None:
+        """Every recorded name is level:metric:operations, the level starting with the job label."""
+        level = "_".join([config.alerts.job_label, *config.alerts.group_by])
+        for rule in rule_groups(config).recording["rules"]:
+            assert re.fullmatch(r"[a-z_]+:subagent_[a-z0-9_]+:[a-z0-9_]+", rule["record"]), rule["record"]
+            assert rule["record"].startswith(level), rule["record"]
+
+    def test_group_by_labels_are_kept_and_named_in_the_level(self) -> None:
+        """group_by: [cluster] aggregates by job and cluster and names the level job_cluster."""
+        rules = rule_groups(config_with(group_by=["cluster"])).recording["rules"]
+        executions = next(r for r in rules if r["record"].endswith(":subagent_executions:rate5m"))
+        assert executions["record"] == "job_cluster:subagent_executions:rate5m"
+        assert "sum by (job, cluster)" in executions["expr"]
+
+    def test_groups_hold_at_most_20_rules(self, config: Config) -> None:
+        """Each group stays within 20 rules."""
+        groups = rule_groups(config)
+        assert len(groups.recording["rules"]) <= 20
+        assert len(groups.alerting["rules"]) <= 20
+
+    def test_error_ratio_divides_only_by_a_positive_rate(self) -> None:
+        """The denominator of the error ratio is filtered with > 0 (no NaN on an idle system)."""
+        rule = next(r for r in all_rules(Config.default()) if ":subagent_error_ratio:" in r.get("record", ""))
+        division = promql_parser.parse(rule["expr"])
+        assert str(division.op) == "/"
+        assert re.fullmatch(r"\(job:subagent_executions:rate5m\{.*\} > 0\)", str(division.rhs))
+
+    def test_quota_gauges_are_never_summed(self) -> None:
+        """Quota expressions take max per series (every process exports the shared budget)."""
+        for rule in all_rules(Config.default()):
+            if "subagent_quota_used" in rule["expr"] or "subagent_quota_limit" in rule["expr"]:
+                assert "sum" not in rule["expr"], rule["expr"]
+                assert "max by" in rule["expr"], rule["expr"]
+
+
+class TestAlerts:
+    def test_alert_names_are_the_fixed_ones(self) -> None:
+        """The six alerts carry their fixed CamelCase names, prefixed and at most 40 characters."""
+        names = list(alerts_by_name(Config.default()))
+        assert names == list(ALERT_NAMES.values())
+        assert all(re.fullmatch(r"Subagent[A-Za-z]+", n) and len(n) <= 40 for n in names)
+
+    def test_severity_and_for_come_from_config(self) -> None:
+        """Each alert's severity label and for: are the configured ones."""
+        alerts = alerts_by_name(config_with(**CUSTOM))
+        assert alerts["SubagentQuotaRejections"]["labels"] == {"severity": "info"}
+        assert alerts["SubagentHighErrorRate"]["for"] == "3m"
+
+    def test_thresholds_come_from_config(self) -> None:
+        """Each threshold appears in its alert's comparison."""
+        alerts = alerts_by_name(config_with(**CUSTOM))
+        assert alerts["SubagentHighErrorRate"]["expr"].endswith("> 0.1")
+        assert alerts["SubagentSlowExecutions"]["expr"].endswith("> 45")
+        assert alerts["SubagentActiveOverMaxConcurrency"]["expr"].endswith("+ 1")
+
+    def test_summaries_are_static_sentences(self, config: Config) -> None:
+        """summary has no template and ends with a period."""
+        for rule in alerts_by_name(config).values():
+            summary = rule["annotations"]["summary"]
+            assert "{{" not in summary, summary
+            assert summary.endswith("."), summary
+
+    def test_descriptions_use_labels_and_value(self, config: Config) -> None:
+        """description names the job and, except for absent metrics, shows the humanized $value."""
+        for name, rule in alerts_by_name(config).items():
+            description = rule["annotations"]["description"]
+            assert f"$labels.{config.alerts.job_label}" in description, name
+            if name != "SubagentMetricsAbsent":
+                assert re.search(r"\$value \| (humanize\w*|printf)", description), name
+
+    def test_runbook_url_is_the_base_url_and_the_anchor(self) -> None:
+        """runbook_url = alerts.runbook_base_url + '#' + the lower-cased alert name."""
+        alerts = alerts_by_name(config_with(runbook_base_url="https://wiki.example/runbooks"))
+        for name, rule in alerts.items():
+            assert rule["annotations"]["runbook_url"] == f"https://wiki.example/runbooks#{name.lower()}"
+
+    def test_every_runbook_anchor_exists(self) -> None:
+        """docs/runbooks.md has a heading for every alert's anchor."""
+        headings = (REPO / RUNBOOKS_DOC).read_text().splitlines()
+        slugs = {
+            re.sub(r"[^a-z0-9 _-]", "", h.lstrip("#").strip().lower()).replace(" ", "-") for h in headings
+        }
+        for rule in alerts_by_name(Config.default()).values():
+            anchor = rule["annotations"]["runbook_url"].rpartition("#")[2]
+            assert anchor == runbook_anchor(rule["alert"])
+            assert anchor in slugs, anchor
+
+    def test_dashboard_url_is_added_only_when_configured(self) -> None:
+        """dashboard_url annotation appears with alerts.dashboard_url and not without."""
+        with_url = alerts_by_name(config_with(dashboard_url="https://grafana.example/d/x"))
+        without = alerts_by_name(Config.default())
+        assert all(
+            r["annotations"]["dashboard_url"] == "https://grafana.example/d/x" for r in with_url.values()
+        )
+        assert all("dashboard_url" not in r["annotations"] for r in without.values())
+
+    def test_disabled_alerts_are_neither_rendered_nor_tested(self) -> None:
+        """enabled: false drops the alert and its promtool test file."""
+        config = config_with(slow_executions={"enabled": False})
+        assert "SubagentSlowExecutions" not in alerts_by_name(config)
+        assert TESTS_DIR / "SubagentSlowExecutions.yaml" not in render_rules(config)
+
+    def test_absent_uses_absent_only_with_equality_matchers(self) -> None:
+        """absent() joins SubagentMetricsAbsent only when every matcher is an equality."""
+        regex = alerts_by_name(Config.default())["SubagentMetricsAbsent"]["expr"]
+        equal = alerts_by_name(config_with(selector='job="my-agent"'))["SubagentMetricsAbsent"]["expr"]
+        assert "absent(" not in regex
+        assert 'absent(subagent_max_concurrency{job="my-agent"})' in equal
+
+
+class TestExpressions:
+    def test_every_expression_parses(self, config: Config) -> None:
+        """promql-parser accepts every recording and alerting expression."""
+        for rule in all_rules(config):
+            promql_parser.parse(rule["expr"])
+
+    def test_every_selector_on_our_metrics_carries_the_matchers(self, config: Config) -> None:
+        """Each vector selector on a catalog metric (or up) has exactly the configured matchers."""
+        expected = wanted(config.alerts.matchers)
+        for rule in all_rules(config):
+            for name, matchers in selectors(rule["expr"]):
+                if ":" not in name:
+                    assert matchers == expected, (rule.get("record") or rule["alert"], name)
+
+    def test_recorded_series_are_read_with_the_matchers_they_keep(self, config: Config) -> None:
+        """Reads of recorded series carry the matchers on the job label and group_by labels."""
+        kept = {config.alerts.job_label, *config.alerts.group_by}
+        expected = wanted(tuple(m for m in config.alerts.matchers if m.name in kept))
+        for rule in all_rules(config):
+            for name, matchers in selectors(rule["expr"]):
+                if ":" in name:
+                    assert matchers == expected, name
+
+    def test_every_metric_named_is_exported_or_recorded(self, config: Config) -> None:
+        """Expressions read only catalog series, Prometheus's up, or series recorded here."""
+        recorded = {r["record"] for r in rule_groups(config).recording["rules"]}
+        exported = {series for spec in cat.CATALOG for series in spec.series_names}
+        for rule in all_rules(config):
+            for name, _ in selectors(rule["expr"]):
+                assert name in exported | recorded | {"up"}, name
+
+    def test_a_quote_and_backslash_in_a_selector_value_reach_promql_intact(self) -> None:
+        """A job value with a quote and backslash is escaped: the parser reads back the exact value."""
+        config = config_with(selector=QUOTE_AND_BACKSLASH)
+        for rule in all_rules(config):
+            for _, matchers in selectors(rule["expr"]):
+                assert ("job", "Equal", 'my "quoted" agent\\x') in matchers
+
+    def test_a_selector_value_cannot_inject_promql(self) -> None:
+        """A value crafted to close the selector stays one label value; no vector() call appears."""
+        crafted = 'x"}) or vector(1) or up{job="y'
+        config = config_with(selector=r'job="x\"}) or vector(1) or up{job=\"y"')
+        calls: list[str] = []
+
+        def visit(node: Any) -> None:
+            if isinstance(node, promql_parser.Call):
+                calls.append(node.func.name)
+
+        for rule in all_rules(config):
+            promql_parser.walk(promql_parser.parse(rule["expr"]), visit)
+        assert "vector" not in calls
+        for rule in all_rules(config):
+            assert all(matchers == [("job", "Equal", crafted)] for _, matchers in selectors(rule["expr"]))
+
+
+class TestGeneratedTests:
+    def test_rate_window_in_seconds_is_refused_with_the_key(self) -> None:
+        """A rate window in seconds cannot be tested by the generator; the error names the key."""
+        with pytest.raises(ValueError, match=r"alerts\.rate_window"):
+            render_rules(config_with(rate_window="90s"))
+
+    def test_slow_threshold_beyond_the_buckets_is_refused(self) -> None:
+        """A p95 threshold no histogram can exceed is reported with the allowed range."""
+        with pytest.raises(ValueError, match=r"slow_executions\.threshold between 0\.1 and 1200"):
+            render_rules(config_with(slow_executions={"threshold": 1500}))
+
+    def test_series_carry_labels_that_satisfy_the_selector(self, config: Config) -> None:
+        """Every input series of the generated tests matches the configured selector."""
+        for path, text in render_rules(config).items():
+            if path.parent != TESTS_DIR:
+                continue
+            for test in yaml.safe_load(text)["tests"]:
+                for series in test["input_series"]:
+                    (_, matchers), *_ = selectors(series["series"])
+                    labels = {label: value for label, _, value in matchers}
+                    for m in config.alerts.matchers:
+                        assert matches(m, labels[m.name]), (series["series"], m.render())
+
+
+class TestHumanize:
+    @pytest.mark.parametrize(
+        ("value", "text"),
+        [(121.5, "2m 1s"), (30.25, "30.25s"), (0.5, "500ms"), (90061.0, "1d 1h 1m 1s"), (3600.0, "1h 0m 0s")],
+    )
+    def test_humanize_duration_matches_prometheus(self, value: float, text: str) -> None:
+        """humanize_duration formats like Prometheus's humanizeDuration."""
+        assert humanize_duration(value) == text
+
+    @pytest.mark.parametrize(
+        ("value", "text"), [(6.0, "6"), (1234.0, "1.234k"), (0.0123, "12.3m"), (0.0, "0")]
+    )
+    def test_humanize_matches_prometheus(self, value: float, text: str) -> None:
+        """humanize formats like Prometheus's humanize (SI prefixes, 4 significant digits)."""
+        assert humanize(value) == text
+
+    def test_humanize_percentage_matches_prometheus(self) -> None:
+        """humanize_percentage formats like Prometheus's humanizePercentage."""
+        assert humanize_percentage(0.051) == "5.1%"
+
+    def test_expand_fills_labels_with_blocks_and_values(self) -> None:
+        """expand fills $labels, {{- with }} blocks and $value pipelines."""
+        text = (
+            "From {{ $labels.job }} {{- with $labels.instance }} at {{ . }}{{ end }}: "
+            '{{ $value | printf "%.2f" }}'
+        )
+        assert expand(text, {"job": "a", "instance": "i"}, 0.125) == "From a at i: 0.12"
+        assert expand(text, {"job": "a"}, 0.5) == "From a: 0.50"
+
+    def test_expand_refuses_an_unknown_form(self) -> None:
+        """A template form expand does not know raises instead of producing a wrong expectation."""
+        with pytest.raises(ValueError, match="unsupported template form"):
+            expand("{{ $value | humanize1024 }}", {}, 1.0)
