@@ -149,6 +149,7 @@ class RedisQuotaStore:
         name: str = "redis",
         async_url: str | None = None,
         reply_ttl_seconds: float = 300.0,
+        retry_after_seconds: float = 1.0,
     ) -> None:
         if "{" in session or "}" in session:
             msg = f"quota.session {session!r} may not contain braces (they delimit the Redis hash tag)"
@@ -174,6 +175,7 @@ class RedisQuotaStore:
             name,
             allowance_executions=local_allowance_executions,
             allowance_tokens=local_allowance_tokens,
+            retry_after_seconds=retry_after_seconds,
         )
         self._async_url = async_url
         self._async: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _AsyncSide] = (

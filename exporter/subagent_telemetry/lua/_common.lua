@@ -9,6 +9,11 @@ local function int_arg(index, name)
   return value
 end
 
+-- HINCRBY that skips zero: Lua formats -0 as "-0", which Redis rejects as an integer.
+local function incr(field, by)
+  if by ~= 0 then redis.call('HINCRBY', KEYS[1], field, by) end
+end
+
 local function now_ms()
   local t = redis.call('TIME')
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -24,8 +29,8 @@ local function expire_leases(now)
     redis.call('HDEL', KEYS[3], id)
   end
   redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
-  redis.call('HINCRBY', KEYS[1], 'reserved', -given_back)
-  redis.call('HINCRBY', KEYS[1], 'expired_leases', #expired)
+  incr('reserved', -given_back)
+  incr('expired_leases', #expired)
 end
 
 local function usage_reply(code, now)

@@ -50,11 +50,11 @@ elseif take_lease == 1 and limits[4] and redis.call('ZCOUNT', KEYS[2], '(' .. no
   code = 'concurrency'
 end
 if code == 'ok' then
-  redis.call('HINCRBY', KEYS[1], 'executions', 1)
+  incr('executions', 1)
   if take_lease == 1 then
     redis.call('ZADD', KEYS[2], now + lease_ms, ARGV[1])
     redis.call('HSET', KEYS[3], ARGV[1], estimate)
-    redis.call('HINCRBY', KEYS[1], 'reserved', estimate)
+    incr('reserved', estimate)
   end
 end
 touch(ttl_ms)

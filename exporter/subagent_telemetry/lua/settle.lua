@@ -25,20 +25,20 @@ if lease ~= '' then
   if held and tonumber(held) > now and estimate then
     local used = math.min(estimate, tokens)
     if release == 1 then
-      redis.call('HINCRBY', KEYS[1], 'reserved', -estimate)
+      incr('reserved', -estimate)
       redis.call('HDEL', KEYS[3], lease)
       redis.call('ZREM', KEYS[2], lease)
-      if uncount == 1 then redis.call('HINCRBY', KEYS[1], 'executions', -1) end
+      if uncount == 1 then incr('executions', -1) end
     else
-      redis.call('HINCRBY', KEYS[1], 'reserved', -used)
+      incr('reserved', -used)
       redis.call('HSET', KEYS[3], lease, estimate - used)
       redis.call('ZADD', KEYS[2], 'XX', now + lease_ms, lease)
     end
   end
 end
 expire_leases(now)
-if tokens > 0 then redis.call('HINCRBY', KEYS[1], 'tokens', tokens) end
-if add_executions > 0 then redis.call('HINCRBY', KEYS[1], 'executions', add_executions) end
+incr('tokens', tokens)
+incr('executions', add_executions)
 if tokens > 0 or add_executions > 0 then redis.call('HSETNX', KEYS[1], 'started_ms', now) end
 touch(ttl_ms)
 return remember(usage_reply('ok', now), reply_ttl_ms)
