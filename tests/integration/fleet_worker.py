@@ -15,7 +15,7 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry
 
-from subagent_telemetry import Config, ConcurrencyLimitReached, QuotaExceeded, SubagentTelemetry
+from subagent_telemetry import ConcurrencyLimitReached, Config, QuotaExceeded, SubagentTelemetry
 
 
 def _wait_for_go(go_file: str) -> None:
