@@ -254,7 +254,9 @@ class QuotaNearlyExhaustedRule(AlertRule):
 
 class ActiveOverMaxConcurrencyRule(AlertRule):
     threshold: float = Field(
-        1.0, gt=0, description="Fires when active > threshold x subagent_max_concurrency (1 = the limit)."
+        0.0,
+        ge=0,
+        description="Headroom: fires when active > subagent_max_concurrency + threshold (0 = the limit).",
     )
 
 

@@ -34,6 +34,11 @@ class RateLimitFilter(logging.Filter):
             self._last[key] = now
         return True
 
+    def reset(self) -> None:
+        """Forget what was logged (tests start from a clean state)."""
+        with self._lock:
+            self._last.clear()
+
 
 _FILTER = RateLimitFilter()
 
@@ -45,3 +50,8 @@ def install_rate_limit(log_filter: RateLimitFilter = _FILTER) -> None:
         logger = logging.getLogger(name)
         if log_filter not in logger.filters:
             logger.addFilter(log_filter)
+
+
+def reset_rate_limit() -> None:
+    """Let every message through once more (the filter is process-wide)."""
+    _FILTER.reset()

@@ -159,6 +159,29 @@ def http_receiver() -> Iterator[Receiver]:
         server.server_close()
 
 
+def failing_receiver(status: int = 503) -> Iterator[Receiver]:
+    """An OTLP/HTTP endpoint that answers every export with ``status`` (counting the attempts)."""
+    received = Received()
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers.get("Content-Length", "0")))
+            with received.lock:
+                received.requests += 1
+            self.send_error(status)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield Receiver(f"http://127.0.0.1:{server.server_address[1]}", received)
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
 class HangingServer:
     """Accepts TCP connections and never answers (a collector that hangs)."""
 
