@@ -19,9 +19,9 @@ pytest.importorskip("opentelemetry.sdk")
 
 from prometheus_client import CollectorRegistry
 
+from subagent_telemetry._config import Config
 from subagent_telemetry._otel_logs import reset_rate_limit
 from subagent_telemetry._telemetry import SubagentTelemetry
-from tests.support.expected_series import parity_config
 from tests.support.otlp_receiver import HangingServer, closed_port_endpoint, failing_receiver, http_receiver
 
 pytestmark = pytest.mark.integration
@@ -46,15 +46,15 @@ class Run:
 
 
 def workload(endpoint: str) -> Run:
-    config = parity_config(
-        prometheus={"enabled": False},
-        otlp={
-            "enabled": True,
-            "endpoint": endpoint,
-            "timeout_seconds": TIMEOUT_SECONDS,
-            "export_interval_seconds": 0.1,
-        },
-    )
+    otlp = {
+        "enabled": True,
+        "endpoint": endpoint,
+        "timeout_seconds": TIMEOUT_SECONDS,
+        "export_interval_seconds": 0.1,
+    }
+    # No session budgets: every execution is admitted, so any exception would come from exporting.
+    telemetry = {"log_executions": False, "prometheus": {"enabled": False}, "otlp": otlp}
+    config = Config.model_validate({"telemetry": telemetry})
     tel = SubagentTelemetry(config, registry=CollectorRegistry())
     times: list[float] = []
     exceptions = 0
