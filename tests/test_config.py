@@ -174,3 +174,13 @@ class TestAlertDefaults:
         assert alerts.high_error_rate.threshold == 0.05
         assert alerts.quota_nearly_exhausted.threshold == 0.8
         assert alerts.slow_executions.threshold == 120
+
+    def test_alert_for_must_be_whole_minutes(self) -> None:
+        """`for: 30s` is refused early, naming the key, because rendered tests step by minutes."""
+        message = _error("alerts: {quota_rejections: {for: 30s}}")
+        assert "alerts.quota_rejections.for" in message
+        assert "whole number of minutes" in message
+
+    def test_slow_threshold_must_fit_the_buckets(self) -> None:
+        """A p95 threshold outside the duration buckets cannot be measured and is refused."""
+        assert "alerts.slow_executions.threshold" in _error("alerts: {slow_executions: {threshold: 5000}}")

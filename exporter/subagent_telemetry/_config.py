@@ -38,6 +38,12 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
 
+def duration_seconds(value: str) -> float:
+    """Seconds in a Prometheus duration (``"1h30m"`` → 5400.0)."""
+    units = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, "y": 31536000}
+    return float(sum(int(n) * units[u] for n, u in re.findall(r"([0-9]+)(ms|s|m|h|d|w|y)", value)))
+
+
 def _check_duration(value: str) -> str:
     if not _DURATION_RE.match(value):
         msg = f"{value!r} is not a Prometheus duration such as 30s, 5m or 1h"
@@ -49,10 +55,18 @@ def _check_duration(value: str) -> str:
 PromDuration = Annotated[str, AfterValidator(_check_duration)]
 
 
-def duration_seconds(value: str) -> float:
-    """Seconds in a Prometheus duration (``"1h30m"`` → 5400.0)."""
-    units = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, "y": 31536000}
-    return float(sum(int(n) * units[u] for n, u in re.findall(r"([0-9]+)(ms|s|m|h|d|w|y)", value)))
+def _check_minutes(value: str) -> str:
+    if duration_seconds(value) % 60:
+        msg = (
+            f"{value!r} is not a whole number of minutes (e.g. 0m, 1m, 5m): the rendered promtool tests "
+            "evaluate rules at 1m steps"
+        )
+        raise PydanticCustomError("minutes", msg)
+    return value
+
+
+#: A Prometheus duration in whole minutes (alert ``for:`` and rate windows).
+PromMinutes = Annotated[str, AfterValidator(_check_duration), AfterValidator(_check_minutes)]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -229,7 +243,7 @@ def parse_selector(text: str) -> tuple[Matcher, ...]:
 class AlertRule(_Model):
     enabled: bool = Field(True, description="Render this alert.")
     severity: Literal["critical", "warning", "info"] = Field("warning", description="The severity label.")
-    for_: PromDuration = Field(
+    for_: PromMinutes = Field(
         "5m", alias="for", description="How long the condition must hold (Prometheus duration)."
     )
     threshold: float = Field(0.0, ge=0, description="Alert-specific threshold (see each alert).")
@@ -246,7 +260,7 @@ class HighErrorRateRule(AlertRule):
 
 
 class QuotaNearlyExhaustedRule(AlertRule):
-    for_: PromDuration = Field("1m", alias="for", description="How long the condition must hold.")
+    for_: PromMinutes = Field("1m", alias="for", description="How long the condition must hold.")
     threshold: float = Field(
         0.8, gt=0, lt=1, description="quota_used / quota_limit above this ratio; also the in-process warning."
     )
@@ -261,18 +275,23 @@ class ActiveOverMaxConcurrencyRule(AlertRule):
 
 
 class SlowExecutionsRule(AlertRule):
-    for_: PromDuration = Field("10m", alias="for", description="How long the condition must hold.")
-    threshold: float = Field(120.0, gt=0, description="p95 of subagent_duration_seconds above this (s).")
+    for_: PromMinutes = Field("10m", alias="for", description="How long the condition must hold.")
+    threshold: float = Field(
+        120.0,
+        ge=0.1,
+        le=1200,
+        description="p95 of subagent_duration_seconds above this (s); within the histogram's buckets.",
+    )
 
 
 class QuotaRejectionsRule(AlertRule):
-    for_: PromDuration = Field("1m", alias="for", description="How long the condition must hold.")
+    for_: PromMinutes = Field("1m", alias="for", description="How long the condition must hold.")
     threshold: float = Field(0.0, ge=0, description="Refusals per second above this (0 = any refusal).")
 
 
 class MetricsAbsentRule(AlertRule):
     severity: Literal["critical", "warning", "info"] = "critical"
-    for_: PromDuration = Field("10m", alias="for", description="How long the metrics must be missing.")
+    for_: PromMinutes = Field("10m", alias="for", description="How long the metrics must be missing.")
 
 
 class PrometheusRuleMeta(_Model):
@@ -291,7 +310,7 @@ class AlertsConfig(_Model):
     job_label: str = Field("job", description="Label that names the agent process group.")
     instance_label: str = Field("instance", description="Label that names one agent process.")
     group_by: tuple[str, ...] = Field((), description="Extra labels alerts keep, e.g. [cluster].")
-    rate_window: PromDuration = Field("5m", description="Window of the rates and ratios.")
+    rate_window: PromMinutes = Field("5m", description="Window of the rates and ratios.")
     runbook_base_url: str = Field(
         "https://github.com/subagent-telemetry/subagent-telemetry/blob/main/docs/runbooks.md",
         description="runbook_url = this + '#' + the alert's anchor.",

@@ -42,7 +42,10 @@ def _cmd_validate(args: argparse.Namespace) -> int:
 def _cmd_render(args: argparse.Namespace) -> int:
     from .render import drifted_files, render_files, write_files  # noqa: PLC0415 - render-only deps
 
-    files = render_files(_load(args))
+    try:
+        files = render_files(_load(args))
+    except ValueError as exc:  # a config the renderer cannot express; ConfigError is a ValueError too
+        raise ConfigError(f"cannot render: {exc}") from None
     if args.check:
         drifted = drifted_files(files, args.out)
         for rel in drifted:
