@@ -1,0 +1,326 @@
+"""RedisQuotaStore: the scripts' contract on a real redis-server, failure policies, failover."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from prometheus_client import CollectorRegistry
+
+from subagent_telemetry import (
+    Config,
+    ExecutionLimitReached,
+    QuotaExceeded,
+    QuotaLimits,
+    SubagentTelemetry,
+    TimeLimitExceeded,
+)
+from subagent_telemetry._store_policy import FailurePolicy
+from subagent_telemetry.fleet import QuotaLimitsMismatchError, QuotaStoreUnavailable
+from tests.support.servers import (
+    ManagedProcess,
+    RunningServer,
+    free_port,
+    redis_ping,
+    start_redis,
+    tool,
+    wait_for,
+)
+from tests.support.tcp_proxy import TcpProxy
+
+redis = pytest.importorskip("redis")
+from subagent_telemetry._redis_store import (  # noqa: E402 - after the importorskip of the extra
+    RESERVE_LUA,
+    RedisQuotaStore,
+    pin,
+    store_name,
+)
+
+integration = pytest.mark.integration
+
+
+def _config(url: str, session: str, quota: dict[str, Any] | None = None, **subagent: Any) -> Config:
+    return Config.model_validate(
+        {
+            "agent": {"subagent": {"max_concurrency": 50, **subagent}},
+            "telemetry": {"log_executions": False},
+            "quota": {"store": url, "session": session, **(quota or {})},
+        }
+    )
+
+
+def _tel(config: Config, store: RedisQuotaStore | None = None) -> SubagentTelemetry:
+    return SubagentTelemetry(config, registry=CollectorRegistry(), store=store)
+
+
+def _meta(url: str, session: str) -> dict[str, int]:
+    raw = redis.Redis.from_url(url).hgetall(f"subagent:{{{session}}}:meta")
+    return {k.decode(): int(v) for k, v in raw.items() if k != b"limits"}
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
+    with start_redis(tmp_path_factory.mktemp("redis-store")) as running:
+        yield running
+
+
+class TestWithoutAServer:
+    def test_limits_pin_as_one_string(self) -> None:
+        """Pinned limits read executions|tokens|time_ms|concurrency, empty when unlimited."""
+        assert pin(QuotaLimits(5, None, 1.5), 3) == "5||1500|3"
+
+    def test_store_name_drops_credentials(self) -> None:
+        """Messages name the store without its password."""
+        assert store_name("redis://user:secret@cache:6380/2") == "redis://cache:6380/2"
+
+    def test_unavailable_error_names_store_and_policy(self) -> None:
+        """QuotaStoreUnavailable is a QuotaExceeded naming the store and quota.failure_policy."""
+        error = QuotaStoreUnavailable("redis://cache:6379", "deny", "connection refused")
+        assert isinstance(error, QuotaExceeded)
+        assert "redis://cache:6379" in str(error)
+        assert "quota.failure_policy=deny" in str(error)
+
+    def test_local_allowance_admits_its_size_then_refuses(self) -> None:
+        """local_allowance admits allowance_executions locally, then raises, counting each decision."""
+        decisions: list[tuple[str, str]] = []
+        policy = FailurePolicy("local_allowance", "redis://x", allowance_executions=2, allowance_tokens=100)
+        policy.on_decision = lambda p, d: decisions.append((p, d))
+        policy.admit("down")
+        policy.admit("down")
+        with pytest.raises(QuotaStoreUnavailable):
+            policy.admit("down")
+        assert [d for _, d in decisions] == ["admitted", "admitted", "denied"]
+
+    def test_local_allowance_stops_when_its_tokens_are_used(self) -> None:
+        """Tokens used while degraded count against the local token allowance."""
+        policy = FailurePolicy("local_allowance", "redis://x", allowance_executions=5, allowance_tokens=100)
+        policy.use_tokens(100)
+        with pytest.raises(QuotaStoreUnavailable):
+            policy.admit("down")
+
+    def test_braces_in_the_session_are_refused(self) -> None:
+        """A session name cannot break the hash tag that keeps its keys in one Cluster slot."""
+        with pytest.raises(QuotaLimitsMismatchError, match="braces"):
+            RedisQuotaStore(redis.Redis(), session="a{b}", max_concurrency=1)
+
+
+@integration
+class TestScripts:
+    def test_a_retry_with_the_same_request_id_is_applied_once(self, server: RunningServer) -> None:
+        """Running reserve twice with one request id counts one execution and returns the same reply."""
+        client = redis.Redis.from_url(server.url)
+        script = client.register_script(RESERVE_LUA)
+        keys = [f"subagent:{{retry}}:{k}" for k in ("meta", "leases", "estimates", "reply:r1")]
+        args = ["r1", "10|||5", 60_000, 0, 1, 3_600_000, 60_000]
+        assert script(keys=keys, args=args) == script(keys=keys, args=args)
+        assert _meta(server.url, "retry")["executions"] == 1
+
+    def test_bad_arguments_are_refused_before_any_write(self, server: RunningServer) -> None:
+        """A malformed call raises and leaves no key behind."""
+        client = redis.Redis.from_url(server.url)
+        script = client.register_script(RESERVE_LUA)
+        keys = [f"subagent:{{bad}}:{k}" for k in ("meta", "leases", "estimates", "reply:r1")]
+        with pytest.raises(redis.ResponseError, match="estimated tokens"):
+            script(keys=keys, args=["r1", "10|||5", 60_000, -1, 1, 3_600_000, 60_000])
+        assert client.keys("subagent:{bad}*") == []
+
+    def test_keys_share_one_hash_tag_and_outlive_the_time_budget(self, server: RunningServer) -> None:
+        """Every key of a session carries {session} and a TTL >= max_total_time + grace."""
+        tel = _tel(_config(server.url, "ttl", {"estimated_tokens": 5}, max_total_time=600))
+        with tel.execution("a"):
+            keys = redis.Redis.from_url(server.url).keys("*{ttl}*")
+            ttls = [redis.Redis.from_url(server.url).pttl(k) for k in keys if b"reply" not in k]
+        assert len(ttls) == 3
+        assert min(ttls) > (600 + 3600) * 1000 - 5_000
+
+    def test_other_limits_for_a_pinned_session_are_refused(self, server: RunningServer) -> None:
+        """A process started with different limits for the same session gets a clear error."""
+        with _tel(_config(server.url, "pinned", max_executions=10)).execution("a"):
+            pass
+        other = _tel(_config(server.url, "pinned", max_executions=20))
+        with pytest.raises(QuotaLimitsMismatchError, match=r"pinned to limits 10\|\|\|50"):
+            other.execution("b").__enter__()
+
+    def test_the_budget_refuses_with_the_documented_exception(self, server: RunningServer) -> None:
+        """The fleet's execution budget raises ExecutionLimitReached with the store's figures."""
+        tel = _tel(_config(server.url, "refuse", max_executions=2))
+        for _ in range(2):
+            with tel.execution("a"):
+                pass
+        with pytest.raises(ExecutionLimitReached, match="2/2"):
+            tel.execution("a").__enter__()
+
+    def test_the_time_budget_runs_on_the_servers_clock(self, server: RunningServer) -> None:
+        """max_total_time counts from the session's first admission as the server measures it."""
+        tel = _tel(_config(server.url, "clock", max_total_time=0.3))
+        with tel.execution("a"):
+            pass
+        wait_for(lambda: tel.tracker.get_usage().elapsed_seconds >= 0.3, 2.0, 0.05)
+        with pytest.raises(TimeLimitExceeded):
+            tel.execution("b").__enter__()
+
+    def test_scripts_reload_after_script_flush(self, server: RunningServer) -> None:
+        """EVALSHA falls back to loading the script again (NOSCRIPT-safe)."""
+        tel = _tel(_config(server.url, "flush"))
+        with tel.execution("a"):
+            pass
+        redis.Redis.from_url(server.url).script_flush()
+        with tel.execution("b"):
+            pass
+        assert _meta(server.url, "flush")["executions"] == 2
+
+    def test_async_executions_release_their_fleet_slot(self, server: RunningServer) -> None:
+        """async with admits on the asyncio client and gives the slot and estimate back at exit."""
+        tel = _tel(_config(server.url, "async", {"estimated_tokens": 30}, max_concurrency=1))
+
+        async def run() -> None:
+            for _ in range(3):
+                async with tel.execution("a") as execution:
+                    execution.record_tokens(output=10)
+
+        asyncio.run(run())
+        meta = _meta(server.url, "async")
+        assert (meta["executions"], meta["tokens"], meta["reserved"]) == (3, 30, 0)
+
+    def test_a_slot_held_by_another_process_makes_admission_wait_then_refuse(
+        self, server: RunningServer
+    ) -> None:
+        """With the fleet's only slot held elsewhere, admission polls up to concurrency_timeout."""
+        config = _config(server.url, "fleet-full", max_concurrency=1, concurrency_timeout=0.2)
+        other, mine = _tel(config), _tel(config)
+        with other.execution("holder"):
+            started = time.monotonic()
+            with pytest.raises(QuotaExceeded, match="fleet-wide"):
+                mine.execution("waiter").__enter__()
+            assert time.monotonic() - started >= 0.2
+        with mine.execution("now-free"):
+            pass
+
+    def test_a_lost_reply_then_retry_counts_once(self, server: RunningServer) -> None:
+        """The reply of a reserve is dropped after the script ran; redis-py's retry gets the same one."""
+        proxy = TcpProxy(server.port)
+        try:
+            url = f"redis://127.0.0.1:{proxy.port}"
+            tel = _tel(_config(url, "lost"))
+            with tel.execution("warm-up"):
+                pass
+            proxy.drop_next_reply()
+            with tel.execution("retried"):
+                pass
+            assert proxy.dropped == 1
+            meta = _meta(server.url, "lost")
+            assert meta["executions"] == 2
+            assert redis.Redis.from_url(server.url).zcard("subagent:{lost}:leases") == 0
+        finally:
+            proxy.close()
+
+
+def _redis_at(port: int, folder: Path, *extra: str) -> ManagedProcess:
+    """A redis-server on a fixed port with an append-only file, so a restart keeps the budget."""
+    process = ManagedProcess(
+        "redis",
+        [tool("redis-server"), "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+         "--appendonly", "yes", "--appendfsync", "always", "--dir", str(folder), *extra],
+        workdir=folder,
+    )  # fmt: skip
+    process.wait_ready(probe=lambda: redis_ping(port))
+    return process
+
+
+@integration
+class TestRedisStopped:
+    @pytest.fixture
+    def outage(self, tmp_path: Path) -> tuple[int, Path]:
+        """A fixed port and data folder, so the test can stop Redis and start it again."""
+        return free_port(), tmp_path / "aof"
+
+    def _store(self, port: int, session: str, policy: str) -> tuple[SubagentTelemetry, CollectorRegistry]:
+        config = _config(
+            f"redis://127.0.0.1:{port}",
+            session,
+            {"failure_policy": policy, "local_allowance_executions": 2, "local_allowance_tokens": 1000},
+            max_executions=100,
+        )
+        store = RedisQuotaStore.from_config(config)
+        store.policy._retry_after = 0.05
+        registry = CollectorRegistry()
+        return SubagentTelemetry(config, registry=registry, store=store), registry
+
+    def test_deny_refuses_with_the_documented_exception(self, outage: tuple[int, Path]) -> None:
+        """deny: admission raises QuotaStoreUnavailable and counts a denied decision."""
+        port, folder = outage
+        server = _redis_at(port, folder)
+        tel, registry = self._store(port, "deny", "deny")
+        with tel.execution("a"):
+            pass
+        server.stop()
+        with pytest.raises(QuotaStoreUnavailable, match="deny"):
+            tel.execution("b").__enter__()
+        labels = {"policy": "deny", "decision": "denied"}
+        assert registry.get_sample_value("subagent_quota_store_degraded_decisions_total", labels) == 1
+
+    @pytest.mark.parametrize(("policy", "admitted"), [("allow", 4), ("local_allowance", 2)])
+    def test_degraded_admissions_are_replayed_once(
+        self, outage: tuple[int, Path], policy: str, admitted: int
+    ) -> None:
+        """allow / local_allowance admit locally; when Redis returns each is counted exactly once."""
+        port, folder = outage
+        server = _redis_at(port, folder)
+        tel, registry = self._store(port, policy, policy)
+        with tel.execution("before") as run:
+            run.record_tokens(output=7)
+        server.stop()
+        local = 0
+        for _ in range(4):
+            try:
+                with tel.execution("during") as run:
+                    run.record_tokens(output=10)
+                local += 1
+            except QuotaStoreUnavailable:
+                pass
+        assert local == admitted
+        server = _redis_at(port, folder)
+        try:
+            time.sleep(0.1)  # Past the store's retry_after: the next call goes to Redis and replays.
+            with tel.execution("after"):
+                pass
+            meta = _meta(f"redis://127.0.0.1:{port}", policy)
+            assert (meta["executions"], meta["tokens"]) == (2 + admitted, 7 + 10 * admitted)
+            labels = {"policy": policy, "decision": "admitted"}
+            assert (
+                registry.get_sample_value("subagent_quota_store_degraded_decisions_total", labels) == admitted
+            )
+        finally:
+            server.stop()
+
+
+@integration
+class TestFailover:
+    def test_a_promoted_replica_carries_the_budget_on(self, tmp_path: Path) -> None:
+        """Primary dies, the replica is promoted (REPLICAOF NO ONE): counts and pinned limits carry on."""
+        with start_redis(tmp_path, ("--repl-diskless-sync-delay", "0")) as primary:
+            replica = start_redis(tmp_path, ("--replicaof", "127.0.0.1", str(primary.port)))
+            proxy = TcpProxy(primary.port)
+            link = lambda: redis.Redis.from_url(replica.url).info("replication")["master_link_status"] == "up"  # noqa: E731
+            try:
+                wait_for(link, 10.0, 0.05)
+                tel = _tel(_config(f"redis://127.0.0.1:{proxy.port}", "failover", max_executions=5))
+                for _ in range(3):
+                    with tel.execution("a"):
+                        pass
+                assert redis.Redis.from_url(primary.url).wait(1, 2000) == 1
+                primary.stop()
+                redis.Redis.from_url(replica.url).replicaof("NO", "ONE")
+                proxy.retarget(replica.port)
+                for _ in range(2):
+                    with tel.execution("b"):
+                        pass
+                with pytest.raises(ExecutionLimitReached, match="5/5"):
+                    tel.execution("c").__enter__()
+            finally:
+                proxy.close()
+                replica.stop()
