@@ -453,7 +453,8 @@ def run_stack(
 ) -> int:
     """``stack up``: start, print where to look, run until Ctrl-C or SIGTERM, stop. Returns an exit code."""
     stream = out or sys.stdout
-    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+    # SIGINT too: a shell starts background jobs with SIGINT ignored, and Ctrl-C must still stop us.
+    previous = {sig: signal.signal(sig, _raise_interrupt) for sig in (signal.SIGTERM, signal.SIGINT)}
     stack = Stack(options)
     try:
         stack.start(stream)
@@ -469,6 +470,7 @@ def run_stack(
         print("stopping", file=stream, flush=True)
     finally:
         stack.stop()
-        signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     print("stopped", file=stream, flush=True)
     return 0
