@@ -9,7 +9,6 @@ Each ``bench_*`` function takes its sizes as arguments (the smoke test passes ti
 from __future__ import annotations
 
 import gc
-import os
 import socket
 import statistics
 import subprocess
@@ -425,7 +424,6 @@ def run(quick: bool = False) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    os.environ.setdefault("PYTHONHASHSEED", "0")
     import json
 
     print(json.dumps(run(quick="--quick" in sys.argv), indent=2, ensure_ascii=False))
