@@ -93,6 +93,16 @@ class TestAlertmanagerConfig:
         assert result.returncode == 0, result.stdout + result.stderr
         assert "http://127.0.0.1:19095/alerts" in config.read_text()
 
+    def test_readme_slack_and_email_example(self, tmp_path: Path) -> None:
+        """The receivers example in the README's "Local stack" section passes `amtool check-config`."""
+        section = (REPO / "README.md").read_text().split("## Local stack", 1)[1]
+        (example,) = [b for b in re.findall(r"```yaml\n(.*?)```", section, re.S) if "slack_configs" in b]
+        config = tmp_path / "alertmanager.yml"
+        config.write_text(example)
+        result = _run(tool("amtool"), "check-config", str(config))
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert "3 receivers" in result.stdout
+
     def test_image_is_the_tested_version(self) -> None:
         """The compose image is the Alertmanager version these checks run with."""
         assert _image_tag("alertmanager") == _version("alertmanager")
