@@ -103,6 +103,15 @@ class TestComposeFile:
             assert context == REPO
             assert (context / build["dockerfile"]).is_file()
 
+    def test_dockerfile_copies_what_the_package_build_needs(self) -> None:
+        """The demo image copies existing files, including the package and the readme pyproject names."""
+        dockerfile = (COMPOSE_DIR / "demo" / "Dockerfile").read_text()
+        sources = [s for line in re.findall(r"^COPY (.+)$", dockerfile, re.M) for s in line.split()[:-1]]
+        for source in sources:
+            assert (REPO / source).exists(), source
+        assert {"pyproject.toml", "README.md", "exporter"} <= set(sources)
+        assert re.search(r"^FROM python:\d+\.\d+\.\d+-slim-\w+$", dockerfile, re.M)
+
     @pytest.mark.parametrize("service", sorted(PINNED_IMAGES))
     def test_image_pinned_to_exact_release(self, compose: dict[str, Any], service: str) -> None:
         """Prometheus 3.x, Alertmanager 0.28+ and Grafana 11/12 are pinned to exact tags."""
