@@ -114,7 +114,7 @@ class TestScripts:
         """Running reserve twice with one request id counts one execution and returns the same reply."""
         client = redis.Redis.from_url(server.url)
         script = client.register_script(RESERVE_LUA)
-        keys = [f"subagent:{{retry}}:{k}" for k in ("meta", "leases", "estimates", "reply:r1")]
+        keys = [f"subagent:{{retry}}:{k}" for k in ("meta", "leases", "reply:r1")]
         args = ["r1", "10|||5", 60_000, 0, 1, 3_600_000, 60_000]
         assert script(keys=keys, args=args) == script(keys=keys, args=args)
         assert _meta(server.url, "retry")["executions"] == 1
@@ -123,7 +123,7 @@ class TestScripts:
         """A malformed call raises and leaves no key behind."""
         client = redis.Redis.from_url(server.url)
         script = client.register_script(RESERVE_LUA)
-        keys = [f"subagent:{{bad}}:{k}" for k in ("meta", "leases", "estimates", "reply:r1")]
+        keys = [f"subagent:{{bad}}:{k}" for k in ("meta", "leases", "reply:r1")]
         with pytest.raises(redis.ResponseError, match="estimated tokens"):
             script(keys=keys, args=["r1", "10|||5", 60_000, -1, 1, 3_600_000, 60_000])
         assert client.keys("subagent:{bad}*") == []
@@ -134,7 +134,7 @@ class TestScripts:
         with tel.execution("a"):
             keys = redis.Redis.from_url(server.url).keys("*{ttl}*")
             ttls = [redis.Redis.from_url(server.url).pttl(k) for k in keys if b"reply" not in k]
-        assert len(ttls) == 3
+        assert len(ttls) == 2
         assert min(ttls) > (600 + 3600) * 1000 - 5_000
 
     def test_other_limits_for_a_pinned_session_are_refused(self, server: RunningServer) -> None:

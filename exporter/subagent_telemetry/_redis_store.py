@@ -165,7 +165,7 @@ class RedisQuotaStore:
         self._estimate = estimated_tokens
         self._reply_ttl_ms = max(int(reply_ttl_seconds * 1000), 1)
         prefix = f"subagent:{{{session}}}:"
-        self._keys = (f"{prefix}meta", f"{prefix}leases", f"{prefix}estimates")
+        self._keys = (f"{prefix}meta", f"{prefix}leases")
         self._reply_prefix = f"{prefix}reply:"
         self._reserve = client.register_script(RESERVE_LUA)
         self._settle = client.register_script(SETTLE_LUA)
@@ -182,6 +182,8 @@ class RedisQuotaStore:
             weakref.WeakKeyDictionary()
         )
         self._last = QuotaUsage(0, 0, 0.0)
+        self._pinned: tuple[QuotaLimits | None, str, int] = (None, "", 0)
+        self._settle_ttl_ms = self._ttl_ms()
 
     @classmethod
     def from_config(cls, config: Config, client: Any = None) -> RedisQuotaStore:
@@ -212,7 +214,7 @@ class RedisQuotaStore:
     def usage(self) -> QuotaUsage:
         """The fleet's usage; the last known one (logged) while the store is unreachable."""
         try:
-            reply = self._usage(keys=self._keys[:2], args=[], client=self._client)
+            reply = self._usage(keys=self._keys, args=[], client=self._client)
         except UNAVAILABLE as error:
             _log.debug("subagent_telemetry: quota usage read failed: %s", error)
             return self._last
@@ -356,13 +358,16 @@ class RedisQuotaStore:
         return int((base + TTL_GRACE_SECONDS) * 1000) + self._lease_ms
 
     def _reserve_args(self, request_id: str, limits: QuotaLimits, take_lease: bool) -> Sequence[Any]:
+        cached = self._pinned
+        if cached[0] is not limits:  # Limits rarely change: format them once, not per admission.
+            cached = self._pinned = (limits, pin(limits, self._max_concurrency), self._ttl_ms(limits))
         return [
             request_id,
-            pin(limits, self._max_concurrency),
+            cached[1],
             self._lease_ms,
             self._estimate,
             1 if take_lease else 0,
-            self._ttl_ms(limits),
+            cached[2],
             self._reply_ttl_ms,
         ]
 
@@ -375,7 +380,7 @@ class RedisQuotaStore:
             int(op.release),
             int(op.uncount),
             self._lease_ms,
-            self._ttl_ms(),
+            max(self._settle_ttl_ms, self._pinned[2]),
             self._reply_ttl_ms,
         ]
 

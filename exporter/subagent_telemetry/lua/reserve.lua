@@ -4,7 +4,7 @@
 --       3 lease_ms, 4 estimated tokens, 5 take_lease (0/1), 6 key ttl_ms, 7 reply ttl_ms
 -- Reply: {code, executions, tokens, reserved, elapsed_ms, active[, pinned limits]}; code is 'ok',
 -- 'executions', 'tokens', 'time', 'concurrency' (refused) or 'limits' (this process's limits differ).
-local cached = redis.call('GET', KEYS[4])
+local cached = redis.call('GET', KEYS[3])
 if cached then return cjson.decode(cached) end
 
 local lease_ms = int_arg(3, 'lease_ms')
@@ -29,33 +29,42 @@ if i ~= 4 or lease_ms <= 0 or ttl_ms <= 0 or reply_ttl_ms <= 0 then
 end
 
 local now = now_ms()
-local pinned = redis.call('HGET', KEYS[1], 'limits')
-if pinned and pinned ~= ARGV[2] then
-  return {'limits', 0, 0, 0, 0, 0, pinned}
+local m = redis.call('HMGET', KEYS[1], 'limits', 'executions', 'tokens', 'reserved', 'started_ms')
+if m[1] and m[1] ~= ARGV[2] then
+  return {'limits', 0, 0, 0, 0, 0, m[1]}
 end
-if not pinned then redis.call('HSET', KEYS[1], 'limits', ARGV[2]) end
-redis.call('HSETNX', KEYS[1], 'started_ms', now)
-expire_leases(now)
+local executions, tokens, reserved = tonumber(m[2]) or 0, tonumber(m[3]) or 0, tonumber(m[4]) or 0
+local started = tonumber(m[5]) or now
+local given_back = expire_leases(now)
+reserved = reserved - given_back
+local active = redis.call('ZCARD', KEYS[2])
 
-local m = redis.call('HMGET', KEYS[1], 'executions', 'tokens', 'reserved', 'started_ms')
-local executions, tokens, reserved = tonumber(m[1]) or 0, tonumber(m[2]) or 0, tonumber(m[3]) or 0
 local code = 'ok'
 if limits[1] and executions >= limits[1] then
   code = 'executions'
 elseif limits[2] and (tokens + reserved >= limits[2] or (take_lease == 1 and tokens + reserved + estimate > limits[2])) then
   code = 'tokens'
-elseif limits[3] and now - tonumber(m[4]) >= limits[3] then
+elseif limits[3] and now - started >= limits[3] then
   code = 'time'
-elseif take_lease == 1 and limits[4] and redis.call('ZCOUNT', KEYS[2], '(' .. now, '+inf') >= limits[4] then
+elseif take_lease == 1 and limits[4] and active >= limits[4] then
   code = 'concurrency'
 end
+
+local fields = {'limits', ARGV[2], 'started_ms', str(started), 'reserved', str(reserved)}
 if code == 'ok' then
-  incr('executions', 1)
+  executions = executions + 1
+  fields[#fields + 1] = 'executions'
+  fields[#fields + 1] = str(executions)
   if take_lease == 1 then
+    reserved = reserved + estimate
+    fields[6] = str(reserved)
+    fields[#fields + 1] = 'est:' .. ARGV[1]
+    fields[#fields + 1] = str(estimate)
     redis.call('ZADD', KEYS[2], now + lease_ms, ARGV[1])
-    redis.call('HSET', KEYS[3], ARGV[1], estimate)
-    incr('reserved', estimate)
+    redis.call('PEXPIRE', KEYS[2], ttl_ms)
+    active = active + 1
   end
 end
-touch(ttl_ms)
-return remember(usage_reply(code, now), reply_ttl_ms)
+redis.call('HSET', KEYS[1], unpack(fields))
+redis.call('PEXPIRE', KEYS[1], ttl_ms)
+return remember({code, executions, tokens, reserved, now - started, active}, reply_ttl_ms)
