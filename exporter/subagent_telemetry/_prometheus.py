@@ -1,19 +1,30 @@
-"""Prometheus backend: the catalog's metrics on a ``CollectorRegistry``.
+"""Prometheus backend: the catalog's metrics, kept as plain numbers and turned into metric families
+when Prometheus collects.
 
-Label children are resolved once per (depth, agent) and cached, so the hot path is a dict lookup and a
-few ``inc``/``observe`` calls. Quota gauges are computed when Prometheus collects, not on the hot path.
+The hot path is one dict lookup and one short critical section per event (start, finish): an execution
+costs two lock round trips instead of one per counter and histogram as with prometheus_client's metric
+objects. Quota gauges are computed at collection time too. In multiprocess mode the backend of
+``_prometheus_mp.py`` is used instead (values must live in shared files there).
 """
 
 from __future__ import annotations
 
-import os
 import threading
+import time
+from bisect import bisect_left
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from prometheus_client.metrics_core import GaugeMetricFamily, Metric
+from prometheus_client import CollectorRegistry
+from prometheus_client.metrics_core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.registry import Collector
+from prometheus_client.samples import Exemplar
+from prometheus_client.utils import floatToGoString
 
 from . import _catalog as cat
 from ._errors import QuotaExceeded
@@ -21,9 +32,46 @@ from ._quota import QuotaLimits, QuotaUsage
 from ._recorder import RunView
 from ._vocab import BUDGET_RESOURCES, ErrorType, Resource, Status
 
+_STATUSES = tuple(Status)
+_ERROR_TYPES = tuple(ErrorType)
+#: Turns are a per-execution limit (status="incomplete"), not a refusal: no rejections series.
+_REJECTABLE = tuple(r for r in Resource if r is not Resource.TURNS)
 
-class _Children:
-    """Bound label children for one (depth, agent)."""
+
+class _Histogram:
+    """Bucket counts (non-cumulative until collected), sum and the last exemplar per bucket."""
+
+    __slots__ = ("bounds", "counts", "exemplars", "total")
+
+    def __init__(self, bounds: tuple[float, ...]) -> None:
+        self.bounds = bounds
+        self.counts = [0] * (len(bounds) + 1)
+        self.total = 0.0
+        self.exemplars: dict[int, Exemplar] | None = None
+
+    def observe(self, value: float, trace_id: str | None) -> None:
+        index = bisect_left(self.bounds, value)  # Bucket upper bounds are inclusive (le).
+        self.counts[index] += 1
+        self.total += value
+        if trace_id is not None:
+            if self.exemplars is None:
+                self.exemplars = {}
+            self.exemplars[index] = Exemplar({"trace_id": trace_id}, value, time.time())
+
+    def buckets(self) -> list[tuple[Any, ...]]:
+        result: list[tuple[Any, ...]] = []
+        cumulative = 0
+        exemplars = self.exemplars or {}
+        for index, bound in enumerate((*self.bounds, float("inf"))):
+            cumulative += self.counts[index]
+            exemplar = exemplars.get(index)
+            le = floatToGoString(bound)  # type: ignore[no-untyped-call]
+            result.append((le, cumulative, exemplar) if exemplar else (le, cumulative))
+        return result
+
+
+class _Cell:
+    """Every per-execution value of one (depth, agent)."""
 
     __slots__ = (
         "active",
@@ -36,46 +84,15 @@ class _Children:
         "turns",
     )
 
-    def __init__(self, m: _Metrics, values: tuple[str, ...]) -> None:
-        self.executions = m.executions.labels(*values)
-        self.active = m.active.labels(*values)
-        self.turns = m.turns.labels(*values)
-        self.tokens = m.tokens.labels(*values)
-        self.truncations = m.truncations.labels(*values)
-        self.duration = {s: m.duration.labels(values[0], s.value, *values[1:]) for s in Status}
-        self.completions = {s: m.completions.labels(values[0], s.value, *values[1:]) for s in Status}
-        self.errors = {e: m.errors.labels(values[0], e.value, *values[1:]) for e in ErrorType}
-
-
-def _labelnames(spec: cat.MetricSpec, with_agent: bool) -> tuple[str, ...]:
-    return (*spec.labels, cat.AGENT_LABEL) if with_agent and spec in cat.PER_EXECUTION else spec.labels
-
-
-class _Metrics:
-    def __init__(self, registry: CollectorRegistry, with_agent: bool) -> None:
-        multiproc = "PROMETHEUS_MULTIPROC_DIR" in os.environ
-
-        def make(spec: cat.MetricSpec) -> Any:
-            names = _labelnames(spec, with_agent)
-            kwargs: dict[str, Any] = {"registry": registry, "unit": spec.unit}
-            if spec.kind is cat.Kind.COUNTER:
-                return Counter(spec.base_name, spec.help, names, **kwargs)
-            if spec.kind is cat.Kind.HISTOGRAM:
-                return Histogram(spec.base_name, spec.help, names, buckets=spec.buckets, **kwargs)
-            if multiproc and spec.multiprocess_mode:
-                kwargs["multiprocess_mode"] = spec.multiprocess_mode
-            return Gauge(spec.base_name, spec.help, names, **kwargs)
-
-        self.executions = make(cat.EXECUTIONS)
-        self.active = make(cat.ACTIVE)
-        self.duration = make(cat.DURATION)
-        self.turns = make(cat.TURNS)
-        self.tokens = make(cat.TOKENS)
-        self.completions = make(cat.COMPLETIONS)
-        self.errors = make(cat.ERRORS)
-        self.truncations = make(cat.OUTPUT_TRUNCATIONS)
-        self.rejections = make(cat.QUOTA_REJECTIONS)
-        self.degraded = make(cat.QUOTA_STORE_DEGRADED)
+    def __init__(self) -> None:
+        self.executions = 0
+        self.active = 0
+        self.truncations = 0
+        self.completions = dict.fromkeys(_STATUSES, 0)
+        self.errors = dict.fromkeys(_ERROR_TYPES, 0)
+        self.duration = {s: _Histogram(cat.DURATION.buckets) for s in _STATUSES}
+        self.turns = _Histogram(cat.TURNS.buckets)
+        self.tokens = _Histogram(cat.TOKENS.buckets)
 
 
 class QuotaCollector(Collector):
@@ -109,8 +126,8 @@ class QuotaCollector(Collector):
         )
 
 
-class PrometheusBackend:
-    """Records executions into prometheus_client metrics on the given registry."""
+class PrometheusBackend(Collector):
+    """Records executions as plain numbers; registered on ``registry`` as a collector."""
 
     def __init__(
         self,
@@ -121,69 +138,117 @@ class PrometheusBackend:
         exemplars: bool = False,
     ) -> None:
         self.registry = registry
-        self._metrics = _Metrics(registry, with_agent_label)
         self._with_agent = with_agent_label
         self._exemplars = exemplars
-        self._children: dict[tuple[str, str], _Children] = {}
         self._lock = threading.Lock()
-        # Turns are a per-execution limit (status="incomplete"), not a refusal: no rejections series.
-        self._rejections: dict[Resource, Any] = {
-            r: self._metrics.rejections.labels(r.value) for r in Resource if r is not Resource.TURNS
-        }
+        self._cells: dict[tuple[str, str], _Cell] = {}
+        self._rejections: dict[Resource, int] = dict.fromkeys(_REJECTABLE, 0)
+        self._degraded: dict[tuple[str, str], int] = {}
         if not with_agent_label:  # Every series exists from the start: rates work on fresh systems.
             for depth in range(1, max_depth + 1):
-                self._bound(str(depth), "")
+                self._cells[(str(depth), "")] = _Cell()
+        registry.register(self)
 
-    def _bound(self, depth: str, agent: str) -> _Children:
-        key = (depth, agent)
-        children = self._children.get(key)
-        if children is None:
+    def _cell(self, run: RunView) -> _Cell:
+        key = (run.depth_label, run.agent)
+        cell = self._cells.get(key)
+        if cell is None:
             with self._lock:
-                children = self._children.get(key)
-                if children is None:
-                    values = (depth, agent) if self._with_agent else (depth,)
-                    children = self._children[key] = _Children(self._metrics, values)
-        return children
+                cell = self._cells.setdefault(key, _Cell())
+        return cell
+
+    # -- Backend -------------------------------------------------------------------------------------
 
     def started(self, run: RunView) -> None:
-        children = self._bound(run.depth_label, run.agent)
-        children.executions.inc()
-        children.active.inc()
+        cell = self._cell(run)
+        with self._lock:
+            cell.executions += 1
+            cell.active += 1
 
     def refused(self, run: RunView, error: QuotaExceeded) -> None:
-        children = self._bound(run.depth_label, run.agent)
-        children.executions.inc()
-        children.errors[error.error_type].inc()
-        self._rejections[error.resource].inc()
+        cell = self._cell(run)
+        with self._lock:
+            cell.executions += 1
+            cell.errors[error.error_type] += 1
+            if error.resource in self._rejections:
+                self._rejections[error.resource] += 1
 
     def quota_stopped(self, run: RunView, resource: Resource) -> None:
-        self._rejections[resource].inc()
+        with self._lock:
+            self._rejections[resource] += 1
 
     def turn_limit(self, run: RunView) -> None:
         """Turn limits show as ``status="incomplete"`` when the execution ends."""
 
     def truncated(self, run: RunView, size_bytes: int, limit_bytes: int) -> None:
-        self._bound(run.depth_label, run.agent).truncations.inc()
+        cell = self._cell(run)
+        with self._lock:
+            cell.truncations += 1
 
     def finished(self, run: RunView) -> None:
-        children = self._bound(run.depth_label, run.agent)
-        children.active.dec()
-        tokens = run.input_tokens + run.output_tokens
-        exemplar = {"trace_id": run.trace_id} if self._exemplars and run.trace_id else None
-        children.turns.observe(run.turns)
-        children.tokens.observe(tokens, exemplar)
+        cell = self._cell(run)
+        trace_id = run.trace_id if self._exemplars else None
         status = run.status
-        if status is not None:
-            children.duration[status].observe(run.duration_seconds, exemplar)
-            children.completions[status].inc()
-        else:
-            # Failed executions are timed under "incomplete": they did not complete.
-            children.duration[Status.INCOMPLETE].observe(run.duration_seconds, exemplar)
-            children.errors[run.error_type or ErrorType.EXECUTION_FAILED].inc()
+        with self._lock:
+            cell.active -= 1
+            cell.turns.observe(run.turns, None)
+            cell.tokens.observe(run.input_tokens + run.output_tokens, trace_id)
+            if status is not None:
+                cell.duration[status].observe(run.duration_seconds, trace_id)
+                cell.completions[status] += 1
+            else:
+                # Failed executions are timed under "incomplete": they did not complete.
+                cell.duration[Status.INCOMPLETE].observe(run.duration_seconds, trace_id)
+                cell.errors[run.error_type or ErrorType.EXECUTION_FAILED] += 1
 
     def store_degraded(self, policy: str, decision: str) -> None:
         """An admission decided without the shared quota store (see ``quota.failure_policy``)."""
-        self._metrics.degraded.labels(policy, decision).inc()
+        with self._lock:
+            key = (policy, decision)
+            self._degraded[key] = self._degraded.get(key, 0) + 1
 
     def shutdown(self, timeout_seconds: float) -> None:
         """Nothing to flush: Prometheus pulls."""
+
+    # -- Collector -----------------------------------------------------------------------------------
+
+    def collect(self) -> Iterator[Metric]:
+        agent = (cat.AGENT_LABEL,) if self._with_agent else ()
+        fams = {spec.name: _family(spec, (*spec.labels, *agent)) for spec in cat.PER_EXECUTION}
+        with self._lock:
+            for (depth, agent_value), cell in sorted(self._cells.items()):
+                extra = [agent_value] if self._with_agent else []
+                fams[cat.EXECUTIONS.name].add_metric([depth, *extra], cell.executions)
+                fams[cat.ACTIVE.name].add_metric([depth, *extra], cell.active)
+                fams[cat.OUTPUT_TRUNCATIONS.name].add_metric([depth, *extra], cell.truncations)
+                fams[cat.TURNS.name].add_metric([depth, *extra], cell.turns.buckets(), cell.turns.total)
+                fams[cat.TOKENS.name].add_metric([depth, *extra], cell.tokens.buckets(), cell.tokens.total)
+                for status in _STATUSES:
+                    hist = cell.duration[status]
+                    fams[cat.DURATION.name].add_metric(
+                        [depth, status.value, *extra], hist.buckets(), hist.total
+                    )
+                    fams[cat.COMPLETIONS.name].add_metric(
+                        [depth, status.value, *extra], cell.completions[status]
+                    )
+                for error_type in _ERROR_TYPES:
+                    fams[cat.ERRORS.name].add_metric(
+                        [depth, error_type.value, *extra], cell.errors[error_type]
+                    )
+            rejections = _family(cat.QUOTA_REJECTIONS, cat.QUOTA_REJECTIONS.labels)
+            for resource, count in self._rejections.items():
+                rejections.add_metric([resource.value], count)
+            degraded = _family(cat.QUOTA_STORE_DEGRADED, cat.QUOTA_STORE_DEGRADED.labels)
+            for (policy, decision), count in sorted(self._degraded.items()):
+                degraded.add_metric([policy, decision], count)
+        yield from fams.values()
+        yield rejections
+        yield degraded
+
+
+def _family(spec: cat.MetricSpec, labels: tuple[str, ...]) -> Any:
+    if spec.kind is cat.Kind.COUNTER:
+        return CounterMetricFamily(spec.base_name, spec.help, labels=labels, unit=spec.unit)
+    if spec.kind is cat.Kind.HISTOGRAM:
+        return HistogramMetricFamily(spec.name, spec.help, labels=labels, unit=spec.unit)
+    return GaugeMetricFamily(spec.name, spec.help, labels=labels, unit=spec.unit)

@@ -12,7 +12,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from ._config import SubagentConfig
 from ._errors import ConcurrencyLimitReached, ExecutionLimitReached, TimeLimitExceeded, TokenLimitExceeded
@@ -52,9 +52,8 @@ class QuotaLimits:
         return None
 
 
-@dataclass(frozen=True, slots=True)
-class QuotaUsage:
-    """What a session has used so far."""
+class QuotaUsage(NamedTuple):
+    """What a session has used so far (a tuple: built on every admission, so it must be cheap)."""
 
     executions: int
     total_tokens: int

@@ -18,6 +18,7 @@ from ._execution import ErrorClassifier, Execution, SubagentMetrics
 from ._labels import AgentLabelMapper
 from ._multiprocess import multiprocess_dir, multiprocess_registry
 from ._prometheus import PrometheusBackend, QuotaCollector
+from ._prometheus_mp import MultiprocessPrometheusBackend
 from ._quota import Clock, InMemoryQuotaStore, QuotaLimits, QuotaStore, QuotaTracker
 from ._recorder import Backend, Recorder
 from ._server import MetricsServer, serve_metrics
@@ -64,6 +65,11 @@ class SubagentTelemetry:
             "subagent_telemetry_current", default=None
         )
         self._slots = Slots(sub.max_concurrency)
+        telemetry = self.config.telemetry
+        #: Level of the per-execution log record; None when execution logging is off.
+        self._log_level: int | None = (
+            logging.getLevelName(telemetry.log_level) if telemetry.log_executions else None
+        )
         label_cfg = self.config.telemetry.agent_label
         self._agent_label: Callable[[str], str] = (
             AgentLabelMapper(label_cfg) if label_cfg.enabled else _no_agent_label
@@ -96,7 +102,8 @@ class SubagentTelemetry:
                 sub.max_concurrency,
             )
             self.registry.register(self._quota_collector)
-            prometheus = PrometheusBackend(
+            backend_class = PrometheusBackend if multiprocess_dir() is None else MultiprocessPrometheusBackend
+            prometheus = backend_class(
                 self.registry,
                 max_depth=sub.max_depth,
                 with_agent_label=label_cfg.enabled,
@@ -220,11 +227,8 @@ class SubagentTelemetry:
         self.shutdown()
 
     def _log_execution(self, run: Execution) -> None:
-        telemetry = self.config.telemetry
-        if not telemetry.log_executions:
-            return
-        level = logging.getLevelName(telemetry.log_level)
-        if not _exec_log.isEnabledFor(level):
+        level = self._log_level
+        if level is None or not _exec_log.isEnabledFor(level):
             return
         outcome = run.status.value if run.status is not None else f"error:{run.error_type}"
         _exec_log.log(
