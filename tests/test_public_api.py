@@ -61,3 +61,23 @@ def test_import_does_not_load_optional_stacks() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_unknown_attribute_raises_attribute_error() -> None:
+    """The lazy loader does not invent names."""
+    import pytest
+
+    with pytest.raises(AttributeError, match="no attribute 'Nope'"):
+        subagent_telemetry.Nope  # noqa: B018 - the access is the behaviour under test
+
+
+def test_bare_import_defers_pydantic_and_prometheus_client() -> None:
+    """`import subagent_telemetry` loads neither pydantic nor prometheus_client until a name needs them."""
+    code = (
+        "import sys, subagent_telemetry; "
+        "print(sorted(m for m in ('pydantic', 'prometheus_client', 'yaml') if m in sys.modules)); "
+        "subagent_telemetry.SubagentTelemetry; "
+        "print(sorted(m for m in ('pydantic', 'prometheus_client', 'yaml') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.splitlines() == ["[]", "['prometheus_client', 'pydantic', 'yaml']"]

@@ -1,6 +1,15 @@
-"""subagent-telemetry: quotas, metrics and traces for LLM-agent subagent executions."""
+"""subagent-telemetry: quotas, metrics and traces for LLM-agent subagent executions.
 
-from ._config import Config, load_config
+The exceptions and vocabularies load with the package; everything else (pydantic, prometheus_client,
+the execution machinery) loads on first use of its name, so ``import subagent_telemetry`` stays cheap
+for programs that only catch our exceptions (docs/benchmarks.md).
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from ._errors import (
     ConcurrencyLimitReached,
     ConfigError,
@@ -12,11 +21,44 @@ from ._errors import (
     TokenLimitExceeded,
     TurnLimitExceeded,
 )
-from ._execution import Execution, SubagentMetrics
-from ._quota import InMemoryQuotaStore, QuotaLimits, QuotaStore, QuotaTracker, QuotaUsage
-from ._server import MetricsServer
-from ._telemetry import SubagentTelemetry
 from ._vocab import ErrorType, Resource, Status
+
+if TYPE_CHECKING:
+    from ._config import Config, load_config
+    from ._execution import Execution, SubagentMetrics
+    from ._quota import InMemoryQuotaStore, QuotaLimits, QuotaStore, QuotaTracker, QuotaUsage
+    from ._server import MetricsServer
+    from ._telemetry import SubagentTelemetry
+
+#: Public names loaded on first access, and the private module each one lives in.
+_LAZY = {
+    "Config": "._config",
+    "load_config": "._config",
+    "Execution": "._execution",
+    "SubagentMetrics": "._execution",
+    "InMemoryQuotaStore": "._quota",
+    "QuotaLimits": "._quota",
+    "QuotaStore": "._quota",
+    "QuotaTracker": "._quota",
+    "QuotaUsage": "._quota",
+    "MetricsServer": "._server",
+    "SubagentTelemetry": "._telemetry",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        msg = f"module {__name__!r} has no attribute {name!r}"
+        raise AttributeError(msg)
+    value = getattr(importlib.import_module(module, __name__), name)
+    globals()[name] = value  # Later lookups are plain module attributes.
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})
+
 
 __all__ = [
     "ConcurrencyLimitReached",

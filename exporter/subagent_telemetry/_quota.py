@@ -12,11 +12,13 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import NamedTuple, Protocol
+from typing import TYPE_CHECKING, NamedTuple, Protocol
 
-from ._config import SubagentConfig
 from ._errors import ConcurrencyLimitReached, ExecutionLimitReached, TimeLimitExceeded, TokenLimitExceeded
 from ._vocab import Resource
+
+if TYPE_CHECKING:
+    from ._config import SubagentConfig
 
 Clock = Callable[[], float]
 #: Called once per resource when its utilization first reaches the warning ratio: (resource, used, limit).
