@@ -184,3 +184,7 @@ class TestAlertDefaults:
     def test_slow_threshold_must_fit_the_buckets(self) -> None:
         """A p95 threshold outside the duration buckets cannot be measured and is refused."""
         assert "alerts.slow_executions.threshold" in _error("alerts: {slow_executions: {threshold: 5000}}")
+
+    def test_rate_window_must_hold_two_samples(self) -> None:
+        """A 1m rate window is refused: rate() needs two scrapes inside it."""
+        assert "alerts.rate_window" in _error("alerts: {rate_window: 1m}")

@@ -310,7 +310,9 @@ class AlertsConfig(_Model):
     job_label: str = Field("job", description="Label that names the agent process group.")
     instance_label: str = Field("instance", description="Label that names one agent process.")
     group_by: tuple[str, ...] = Field((), description="Extra labels alerts keep, e.g. [cluster].")
-    rate_window: PromMinutes = Field("5m", description="Window of the rates and ratios.")
+    rate_window: PromMinutes = Field(
+        "5m", description="Window of the rates and ratios (>= 2m: rate() needs two samples in it)."
+    )
     runbook_base_url: str = Field(
         "https://github.com/subagent-telemetry/subagent-telemetry/blob/main/docs/runbooks.md",
         description="runbook_url = this + '#' + the alert's anchor.",
@@ -332,6 +334,14 @@ class AlertsConfig(_Model):
             parse_selector(value)
         except ValueError as exc:
             raise PydanticCustomError("selector", str(exc)) from None
+        return value
+
+    @field_validator("rate_window")
+    @classmethod
+    def _window_holds_two_samples(cls, value: str) -> str:
+        if duration_seconds(value) < 120:
+            msg = f"{value!r} is too short: rate() needs at least two scrapes in the window; use 2m or more"
+            raise PydanticCustomError("window", msg)
         return value
 
     @field_validator("job_label", "instance_label")

@@ -66,7 +66,7 @@ def _write_config(path: Path, quotas: dict[str, Any]) -> Path:
     config = {
         "agent": {"subagent": quotas},
         "telemetry": {"log_executions": False},
-        "alerts": {"rate_window": "1m", **{key: {"for": "0s"} for key in ALERT_KEYS}},
+        "alerts": {"rate_window": "2m", **{key: {"for": "0s"} for key in ALERT_KEYS}},
     }
     path.write_text(yaml.safe_dump(config))
     return path
@@ -228,8 +228,8 @@ class TestQuietStack:
         # The rules have data: traffic flows, the error ratio is computed (0) and the budget is tracked.
         wait_for(
             lambda: (
-                prom_query(prometheus, "job:subagent_executions:rate1m > 0")
-                and prom_query(prometheus, "job:subagent_error_ratio:rate1m == 0")
+                prom_query(prometheus, "job:subagent_executions:rate2m > 0")
+                and prom_query(prometheus, "job:subagent_error_ratio:rate2m == 0")
                 and prom_query(prometheus, "job_session_resource:subagent_quota_utilization:ratio")
             ),
             FIRE_TIMEOUT_SECONDS,
