@@ -154,6 +154,14 @@ class TestInstruments:
             pass
         assert otel.value(cat.EXECUTIONS.otel_name, depth="1", agent="planner") == 1
 
+    def test_degraded_store_decisions_are_counted(self, otel: Otel) -> None:
+        """A decision taken without the shared store is counted by policy and decision."""
+        tel = make(otel)
+        (backend,) = [b for b in tel._recorder.backends if hasattr(b, "tracing")]
+        backend.store_degraded("local_allowance", "allowed")  # type: ignore[attr-defined]
+        name = cat.QUOTA_STORE_DEGRADED.otel_name
+        assert otel.value(name, policy="local_allowance", decision="allowed") == 1
+
     def test_counters_exist_at_zero_before_any_execution(self, otel: Otel) -> None:
         """Counters start at zero for every depth, so rates work on a fresh system (as on /metrics)."""
         make(otel)

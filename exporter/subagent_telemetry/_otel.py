@@ -174,6 +174,11 @@ class OtelBackend:
         if isinstance(state, _RunState):
             self._end_span(run, state)
 
+    def store_degraded(self, policy: str, decision: str) -> None:
+        """An admission decided without the shared quota store (see ``quota.failure_policy``)."""
+        if self._metrics is not None:
+            self._metrics.degraded.add(1, {"policy": policy, "decision": decision})
+
     def shutdown(self, timeout_seconds: float) -> None:
         """Flush and shut down the providers built here, waiting at most ``timeout_seconds``."""
         atexit.unregister(self._flush_at_exit)

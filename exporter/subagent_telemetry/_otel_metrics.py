@@ -76,6 +76,7 @@ class OtelInstruments:
         self.errors = _instrument(meter, cat.ERRORS)
         self.truncations = _instrument(meter, cat.OUTPUT_TRUNCATIONS)
         self.rejections = _instrument(meter, cat.QUOTA_REJECTIONS)
+        self.degraded = _instrument(meter, cat.QUOTA_STORE_DEGRADED)
         self.resource_attrs: dict[Resource, Attrs] = {r: {"resource": r.value} for r in Resource}
         self._with_agent = with_agent_label
         self._bound: dict[tuple[str, str], BoundAttrs] = {}

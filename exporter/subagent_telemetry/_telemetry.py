@@ -110,9 +110,15 @@ class SubagentTelemetry:
                 exemplars=tracing,
             )
             chosen.append(prometheus)
-            policy = getattr(self.tracker.store, "policy", None)
-            if isinstance(policy, FailurePolicy):  # A shared store counts its degraded decisions.
-                policy.on_decision = prometheus.store_degraded
+        policy = getattr(self.tracker.store, "policy", None)
+        if isinstance(policy, FailurePolicy):  # A shared store counts its degraded decisions.
+            hooks = [b.store_degraded for b in chosen if hasattr(b, "store_degraded")]
+
+            def on_decision(policy_name: str, decision: str) -> None:
+                for hook in hooks:  # Prometheus and OpenTelemetry alike.
+                    hook(policy_name, decision)
+
+            policy.on_decision = on_decision
         chosen.extend(backends or ())
         self._recorder = Recorder(chosen)
 
