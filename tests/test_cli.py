@@ -61,3 +61,25 @@ def test_demo_rejects_an_error_rate_above_one() -> None:
     result = _cli("demo", "--error-rate", "5", "--no-serve")
     assert result.returncode == 2
     assert "not between 0 and 1" in result.stderr
+
+
+def test_demo_stops_cleanly_on_sigterm(tmp_path: Path) -> None:
+    """SIGTERM (docker stop) ends the demo with exit 0 and its final summary, not a traceback."""
+    import signal
+    import time
+
+    from tests.support.servers import free_port
+
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "subagent_telemetry.cli", "demo", "--port", str(port), "--seed", "1"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    time.sleep(3)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=20)
+    assert proc.returncode == 0, err
+    assert "stopped" in out
+    assert "Traceback" not in err

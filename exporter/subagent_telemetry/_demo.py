@@ -17,7 +17,6 @@ from typing import TextIO
 from ._errors import QuotaExceeded, SubagentInputError
 from ._execution import Execution
 from ._telemetry import SubagentTelemetry
-from ._vocab import BUDGET_RESOURCES
 
 AGENT_NAMES = ("planner", "researcher", "coder", "reviewer", "summarizer")
 
@@ -32,9 +31,11 @@ class DemoOptions:
     duration_seconds: float | None = None
     error_rate: float = 0.05
     rate_per_second: float = 2.0
-    #: A session (one budget) lasts at most this long; it also ends shortly after its budget runs out.
+    #: Requests handled at once, like an agent server's worker pool. Each request is a delegation tree
+    #: (depth <= 3), so two keep the default max_concurrency of 5 busy without starving the children.
+    parallel_requests: int = 2
+    #: A session (one budget) lasts at most this long; it also ends when its budget is spent.
     session_seconds: float = 120.0
-    exhausted_pause_seconds: float = 2.0
     #: Real seconds slept per simulated second of model latency (a turn is 0.2-3 simulated s).
     time_scale: float = 0.1
     summary_every_seconds: float = 5.0
@@ -56,8 +57,6 @@ class Demo:
         self.options = options
         self.rng = random.Random(options.seed)
         self.stats = DemoStats()
-        #: When the session's budget first refused an execution; the next session starts shortly after.
-        self.exhausted_at: float | None = None
 
     async def _subagent(self, name: str, fanout: int) -> None:
         try:
@@ -65,10 +64,8 @@ class Demo:
                 self.stats.started += 1
                 await self._work(run, fanout)
             self.stats.completed += 1
-        except QuotaExceeded as error:
+        except QuotaExceeded:
             self.stats.refused += 1
-            if error.resource in BUDGET_RESOURCES and self.exhausted_at is None:
-                self.exhausted_at = time.monotonic()
         except (SimulatedError, SubagentInputError, TimeoutError):
             self.stats.failed += 1
 
@@ -82,10 +79,8 @@ class Demo:
                 input=int(rng.lognormvariate(6.5, 0.8)), output=int(rng.lognormvariate(5.0, 0.7))
             )
         if fanout and run.depth < 3:
-            children = [
-                self._subagent(rng.choice(AGENT_NAMES), fanout - 1) for _ in range(rng.randint(0, fanout))
-            ]
-            await asyncio.gather(*children)
+            for _ in range(rng.randint(0, fanout)):  # Delegations one after another, as most agents do.
+                await self._subagent(rng.choice(AGENT_NAMES), fanout - 1)
         roll = rng.random()
         if roll < opts.error_rate * 0.8:
             raise SimulatedError("the model call failed")
@@ -96,37 +91,47 @@ class Demo:
         run.set_output("result " * rng.randint(10, 400))
 
     async def run(self) -> DemoStats:
+        """``parallel_requests`` workers each handle one request (a delegation tree) at a time."""
         opts = self.options
-        started = time.monotonic()
-        next_summary = started + opts.summary_every_seconds
-        next_session = started + opts.session_seconds
-        pending: set[asyncio.Task[None]] = set()
-        launched = 0
-        while True:
-            now = time.monotonic()
-            if opts.duration_seconds is not None and now - started >= opts.duration_seconds:
-                break
-            if opts.once is not None and launched >= opts.once:
-                break
-            exhausted = (
-                self.exhausted_at is not None and now - self.exhausted_at >= opts.exhausted_pause_seconds
-            )
-            if now >= next_session or exhausted:
-                self.tel.new_session()
-                self.exhausted_at = None
-                next_session = now + opts.session_seconds
-            task = asyncio.create_task(self._subagent(self.rng.choice(AGENT_NAMES), fanout=2))
-            pending.add(task)
-            task.add_done_callback(pending.discard)
-            launched += 1
-            if now >= next_summary:
-                self._summary()
-                next_summary = now + opts.summary_every_seconds
-            await asyncio.sleep(self.rng.expovariate(opts.rate_per_second) if opts.once is None else 0)
-        if pending:
-            await asyncio.gather(*pending, return_exceptions=True)
+        self._started = time.monotonic()
+        self._next_session = self._started + opts.session_seconds
+        self._launched = 0
+        reporter = asyncio.create_task(self._report())
+        try:
+            await asyncio.gather(*(self._worker() for _ in range(opts.parallel_requests)))
+        finally:
+            reporter.cancel()
         self._summary()
         return self.stats
+
+    def _done(self) -> bool:
+        opts = self.options
+        if opts.once is not None:
+            return self._launched >= opts.once
+        return opts.duration_seconds is not None and time.monotonic() - self._started >= opts.duration_seconds
+
+    async def _worker(self) -> None:
+        opts, rng = self.options, self.rng
+        while not self._done():
+            now = time.monotonic()
+            if now >= self._next_session or self._budget_spent():
+                # Like a real agent, the next task gets a fresh budget; refusals still happen when a
+                # budget runs out in the middle of a delegation tree.
+                self.tel.new_session()
+                self._next_session = now + opts.session_seconds
+            self._launched += 1
+            await self._subagent(rng.choice(AGENT_NAMES), fanout=2)
+            if opts.once is None:
+                await asyncio.sleep(rng.expovariate(opts.rate_per_second / opts.parallel_requests))
+
+    async def _report(self) -> None:
+        while True:
+            await asyncio.sleep(self.options.summary_every_seconds)
+            self._summary()
+
+    def _budget_spent(self) -> bool:
+        tracker = self.tel.tracker
+        return 0 in (tracker.remaining_executions(), tracker.remaining_tokens(), tracker.remaining_time())
 
     def _summary(self) -> None:
         s, usage = self.stats, self.tel.tracker.get_usage()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -67,6 +68,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     from ._telemetry import SubagentTelemetry  # noqa: PLC0415
 
     config = _load(args)
+    # `docker stop` and process managers send SIGTERM: stop like Ctrl-C, so OTLP data is flushed.
+    signal.signal(signal.SIGTERM, _interrupt)
     prom = config.telemetry.prometheus.model_copy(
         update={
             "port": args.port if args.port is not None else config.telemetry.prometheus.port,
@@ -97,6 +100,10 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         except KeyboardInterrupt:
             print("stopped", flush=True)
     return EXIT_OK
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 def build_parser() -> argparse.ArgumentParser:
