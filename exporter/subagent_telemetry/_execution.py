@@ -75,58 +75,38 @@ def truncate_utf8(text: str, limit_bytes: int) -> tuple[str, int]:
 class Execution:
     """One subagent execution. Use as ``with``/``async with``; one use per object."""
 
-    __slots__ = (
-        "_deadline_cm",
-        "_finished",
-        "_lease",
-        "_slot",
-        "_started_at",
-        "_tel",
-        "_token",
-        "agent",
-        "backend_state",
-        "depth",
-        "depth_label",
-        "duration_seconds",
-        "error_type",
-        "input_tokens",
-        "max_turns",
-        "name",
-        "output_tokens",
-        "parent",
-        "status",
-        "trace_id",
-        "turns",
-        "usage_at_start",
-    )
+    # Class-level defaults: a new execution only stores what differs (this runs on every call).
+    depth = 0
+    depth_label = "0"
+    parent: Execution | None = None
+    turns = 0
+    input_tokens = 0
+    output_tokens = 0
+    status: Status | None = None
+    error_type: ErrorType | None = None
+    duration_seconds = 0.0
+    trace_id: str | None = None
+    backend_state: object = None
+    #: Usage returned by admission (remaining time for the async deadline without another store call).
+    usage_at_start: QuotaUsage | None = None
+    _started_at = 0.0
+    _slot = False
+    #: The fleet-wide hold of a leasing (Redis) store; ``None`` with the in-memory store.
+    _lease: Reservation | None = None
+    _finished = False
+    _token: contextvars.Token[Execution | None] | None = None
+    _deadline_cm: asyncio.Timeout | None = None
 
     def __init__(self, tel: SubagentTelemetry, name: str, max_turns: int | None) -> None:
-        if max_turns is not None and max_turns < 1:
+        if max_turns is None:
+            max_turns = tel._default_max_turns
+        elif max_turns < 1:
             msg = f"max_turns must be >= 1, got {max_turns!r}"
             raise ValueError(msg)
         self._tel = tel
         self.name = name
         self.agent = tel._agent_label(name)
-        self.max_turns = max_turns if max_turns is not None else tel.config.subagent.default_max_turns
-        self.depth = 0
-        self.depth_label = "0"
-        self.parent: Execution | None = None
-        self.turns = 0
-        self.input_tokens = 0
-        self.output_tokens = 0
-        self.status: Status | None = None
-        self.error_type: ErrorType | None = None
-        self.duration_seconds = 0.0
-        self.trace_id: str | None = None
-        self.backend_state: object = None
-        self._started_at = 0.0
-        self._slot = False
-        #: The fleet-wide hold of a leasing (Redis) store; ``None`` with the in-memory store.
-        self._lease: Reservation | None = None
-        self.usage_at_start: QuotaUsage | None = None
-        self._finished = False
-        self._token: contextvars.Token[Execution | None] | None = None
-        self._deadline_cm: asyncio.Timeout | None = None
+        self.max_turns = max_turns
 
     # -- the agent-facing API ------------------------------------------------------------------------
 
@@ -163,7 +143,7 @@ class Execution:
 
     def set_output(self, text: str) -> str:
         """Return ``text`` truncated to ``output_max_size`` bytes of UTF-8 (counted when cut)."""
-        limit = self._tel.config.subagent.output_max_size
+        limit = self._tel._output_max_size
         kept, size = truncate_utf8(text, limit)
         if size > limit:
             self._tel._recorder.truncated(self, size, limit)
@@ -188,11 +168,12 @@ class Execution:
             msg = "an Execution object can only be entered once; call tel.execution() again"
             raise RuntimeError(msg)
         self.parent = parent
-        self.depth = parent.depth + 1 if parent is not None else 1
-        self.depth_label = str(self.depth)
-        max_depth = self._tel.config.subagent.max_depth
-        if self.depth > max_depth:
-            self._refuse(DepthLimitExceeded(self.depth, max_depth))
+        depth = self.depth = parent.depth + 1 if parent is not None else 1
+        max_depth = self._tel._max_depth
+        if depth > max_depth:
+            self.depth_label = str(depth)
+            self._refuse(DepthLimitExceeded(depth, max_depth))
+        self.depth_label = _DEPTH_LABELS[depth]
 
     def _reserve(self, wait: bool = False) -> None:
         """The budget step, after a concurrency slot is held.
@@ -238,14 +219,6 @@ class Execution:
         self._tel._recorder.refused(self, error)
         raise error
 
-    def _admit_sync(self) -> None:
-        self._begin(self._tel._current.get())
-        slots = self._tel._slots
-        if not slots.try_acquire() and (self.parent is not None or not slots.acquire(self._wait_seconds())):
-            self._refuse(ConcurrencyLimitReached(slots.in_use, slots.limit))
-        self._slot = True
-        self._reserve(wait=self.parent is None)
-
     async def _admit_async(self) -> None:
         self._begin(self._tel._current.get())
         slots = self._tel._slots
@@ -262,7 +235,7 @@ class Execution:
         Only top-level executions wait: a nested one whose ancestors hold slots would deadlock when
         every slot belongs to a parent waiting on its children, so it takes a free slot or is refused.
         """
-        return self._tel.config.subagent.concurrency_timeout
+        return self._tel._concurrency_timeout
 
     def _release_slot(self) -> None:
         if self._slot:
@@ -280,8 +253,10 @@ class Execution:
         if self._finished:
             return
         self._finished = True
+        tel = self._tel
         try:
-            self.duration_seconds = self.elapsed()
+            # Time can go backwards with an injected clock; never record a negative duration.
+            self.duration_seconds = max(tel._clock() - self._started_at, 0.0)
             if exc is None and outcome is None:
                 self.status = self.status or Status.COMPLETE
             else:
@@ -294,15 +269,28 @@ class Execution:
                     self.status = None
                     self.error_type = outcome
         finally:
-            self._release_slot()
-        self._tel._recorder.finished(self)
-        self._tel._log_execution(self)
+            if self._slot and self._lease is None:
+                self._slot = False
+                tel._slots.release()
+            else:
+                self._release_slot()
+        tel._recorder.finished(self)
+        if tel._log_level is not None:
+            tel._log_execution(self)
 
     # -- context manager protocol --------------------------------------------------------------------
 
     def __enter__(self) -> Execution:
-        self._admit_sync()
-        self._token = self._tel._current.set(self)
+        tel = self._tel
+        current = tel._current
+        parent = current.get()
+        self._begin(parent)
+        slots = tel._slots
+        if not slots.try_acquire() and (parent is not None or not slots.acquire(self._wait_seconds())):
+            self._refuse(ConcurrencyLimitReached(slots.in_use, slots.limit))
+        self._slot = True
+        self._reserve(wait=parent is None)
+        self._token = current.set(self)
         return self
 
     def __exit__(
@@ -380,7 +368,7 @@ class SubagentMetrics(Execution):
         self.parent = self._tel._current.get()
         self.depth = depth
         self.depth_label = str(depth)
-        max_depth = self._tel.config.subagent.max_depth
+        max_depth = self._tel._max_depth
         if depth > max_depth:
             self._refuse(DepthLimitExceeded(depth, max_depth))
 
@@ -413,6 +401,9 @@ class SubagentMetrics(Execution):
         if not getattr(self, "_finished", True):
             self._finish(None, ErrorType.ABORTED)
 
+
+#: ``str(depth)`` for every depth a config allows (1-10) and one past it.
+_DEPTH_LABELS = tuple(str(depth) for depth in range(12))
 
 _E = TypeVar("_E", Status, ErrorType)
 

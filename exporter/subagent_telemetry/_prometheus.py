@@ -150,17 +150,17 @@ class PrometheusBackend(Collector):
         registry.register(self)
 
     def _cell(self, run: RunView) -> _Cell:
-        key = (run.depth_label, run.agent)
-        cell = self._cells.get(key)
-        if cell is None:
-            with self._lock:
-                cell = self._cells.setdefault(key, _Cell())
-        return cell
+        cell = self._cells.get((run.depth_label, run.agent))
+        return cell if cell is not None else self._new_cell(run)
+
+    def _new_cell(self, run: RunView) -> _Cell:
+        with self._lock:
+            return self._cells.setdefault((run.depth_label, run.agent), _Cell())
 
     # -- Backend -------------------------------------------------------------------------------------
 
     def started(self, run: RunView) -> None:
-        cell = self._cell(run)
+        cell = self._cells.get((run.depth_label, run.agent)) or self._new_cell(run)
         with self._lock:
             cell.executions += 1
             cell.active += 1
@@ -186,20 +186,30 @@ class PrometheusBackend(Collector):
             cell.truncations += 1
 
     def finished(self, run: RunView) -> None:
-        cell = self._cell(run)
-        trace_id = run.trace_id if self._exemplars else None
+        cell = self._cells.get((run.depth_label, run.agent)) or self._new_cell(run)
         status = run.status
-        with self._lock:
+        # Failed executions are timed under "incomplete": they did not complete.
+        duration_hist = cell.duration[status if status is not None else Status.INCOMPLETE]
+        turns_hist, tokens_hist = cell.turns, cell.tokens
+        duration, turns, tokens = run.duration_seconds, run.turns, run.input_tokens + run.output_tokens
+        trace_id = run.trace_id if self._exemplars else None
+        with self._lock:  # One critical section: a scrape sees the whole outcome or none of it.
             cell.active -= 1
-            cell.turns.observe(run.turns, None)
-            cell.tokens.observe(run.input_tokens + run.output_tokens, trace_id)
             if status is not None:
-                cell.duration[status].observe(run.duration_seconds, trace_id)
                 cell.completions[status] += 1
             else:
-                # Failed executions are timed under "incomplete": they did not complete.
-                cell.duration[Status.INCOMPLETE].observe(run.duration_seconds, trace_id)
                 cell.errors[run.error_type or ErrorType.EXECUTION_FAILED] += 1
+            if trace_id is None:  # The common case, inlined: this runs once per execution.
+                turns_hist.counts[bisect_left(turns_hist.bounds, turns)] += 1
+                turns_hist.total += turns
+                tokens_hist.counts[bisect_left(tokens_hist.bounds, tokens)] += 1
+                tokens_hist.total += tokens
+                duration_hist.counts[bisect_left(duration_hist.bounds, duration)] += 1
+                duration_hist.total += duration
+            else:
+                turns_hist.observe(turns, None)
+                tokens_hist.observe(tokens, trace_id)
+                duration_hist.observe(duration, trace_id)
 
     def store_degraded(self, policy: str, decision: str) -> None:
         """An admission decided without the shared quota store (see ``quota.failure_policy``)."""

@@ -226,7 +226,8 @@ class QuotaTracker:
         """Admit one execution or raise ``ExecutionLimitReached`` / ``TokenLimitExceeded`` /
         ``TimeLimitExceeded``; check and count happen in one atomic step."""
         usage = self._store.reserve(self.limits)
-        if self._pending_warnings:
+        at = self._warn_at  # Inlined from _maybe_warn: nothing crossed is three comparisons.
+        if usage[0] >= at[0] or usage[1] >= at[1] or usage[2] >= at[2]:
             self._maybe_warn(usage)
         return usage
 
@@ -287,7 +288,8 @@ class QuotaTracker:
             usage = self.leasing.add_lease_tokens(reservation, tokens, self.limits)
         else:
             usage = self._store.add_tokens(tokens, self.limits)
-        if self._pending_warnings:
+        at = self._warn_at
+        if usage[0] >= at[0] or usage[1] >= at[1] or usage[2] >= at[2]:
             self._maybe_warn(usage)
         limit = self.limits.max_total_tokens
         if limit is not None and usage.total_tokens > limit:

@@ -65,6 +65,11 @@ class SubagentTelemetry:
             "subagent_telemetry_current", default=None
         )
         self._slots = Slots(sub.max_concurrency)
+        # Read on every execution: resolved once instead of through the config models.
+        self._max_depth = sub.max_depth
+        self._default_max_turns = sub.default_max_turns
+        self._output_max_size = sub.output_max_size
+        self._concurrency_timeout = sub.concurrency_timeout
         telemetry = self.config.telemetry
         #: Level of the per-execution log record; None when execution logging is off.
         self._log_level: int | None = (
