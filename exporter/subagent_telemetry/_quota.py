@@ -69,6 +69,10 @@ class QuotaUsage(NamedTuple):
         return self.elapsed_seconds
 
 
+#: Builds a QuotaUsage without the Python-level ``__new__`` NamedTuple generates (hot path).
+_usage = tuple.__new__
+
+
 class QuotaStore(Protocol):
     """Where a session's counters live. Each method is one atomic check-and-update."""
 
@@ -154,12 +158,12 @@ class InMemoryQuotaStore:
             if max_time is not None and elapsed >= max_time:
                 raise TimeLimitExceeded(elapsed, max_time)
             self._executions = executions + 1
-            return QuotaUsage(executions + 1, self._tokens, elapsed)
+            return _usage(QuotaUsage, (executions + 1, self._tokens, elapsed))
 
     def add_tokens(self, tokens: int, limits: QuotaLimits) -> QuotaUsage:
         with self._lock:
             self._tokens += tokens
-            return QuotaUsage(self._executions, self._tokens, self._clock() - self._started)
+            return _usage(QuotaUsage, (self._executions, self._tokens, self._clock() - self._started))
 
     def usage(self) -> QuotaUsage:
         with self._lock:
