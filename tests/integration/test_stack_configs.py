@@ -63,7 +63,7 @@ class TestPrometheusConfig:
     def test_config_with_rules_rendered_from_a_config(self, tmp_path: Path) -> None:
         """The stack's config with rules rendered from a non-default config passes promtool."""
         rules = render_rules_into(
-            Config.model_validate({"alerts": {"rate_window": "1m", "high_error_rate": {"for": "0s"}}}),
+            Config.model_validate({"alerts": {"rate_window": "2m", "high_error_rate": {"for": "0s"}}}),
             tmp_path / "rules",
         )
         config = tmp_path / "prometheus.yml"
