@@ -201,6 +201,11 @@ class QuotaStoreConfig(_Model):
             raise PydanticCustomError("store", msg)
         return value
 
+    @property
+    def shared(self) -> bool:
+        """Whether a fleet shares the budget (a Redis store): limits, max_concurrency too, are fleet-wide."""
+        return self.store != "memory"
+
 
 # --------------------------------------------------------------------------------------------------
 # alerts — thresholds and selectors for the rendered rules; also the in-process early warning.
