@@ -73,6 +73,16 @@ def render(config: Config) -> dict[str, dict[str, Any]]:
 DEFAULT = render(Config.default())
 BOARDS = list(DEFAULT.values())
 BOARD_IDS = list(DEFAULT)
+#: A fleet sharing its budget in Redis, with alert headroom: the concurrency panel differs.
+FLEET_CONFIG = Config.model_validate(
+    {
+        "quota": {"store": "redis://redis.example:6379/0"},
+        "alerts": {"active_over_max_concurrency": {"threshold": 2}},
+    }
+)
+FLEET = render(FLEET_CONFIG)
+LINTED = [*BOARDS, *FLEET.values()]
+LINTED_IDS = [*BOARD_IDS, *(f"fleet-{slug}" for slug in FLEET)]
 
 
 def data_panels(board: dict[str, Any]) -> list[dict[str, Any]]:
@@ -172,7 +182,7 @@ class TestRendering:
                 assert pos["x"] + pos["w"] <= 24, panel["title"]
 
 
-@pytest.mark.parametrize("board", BOARDS, ids=BOARD_IDS)
+@pytest.mark.parametrize("board", LINTED, ids=LINTED_IDS)
 class TestLinterRules:
     def test_schema_version_is_pinned(self, board: dict[str, Any]) -> None:
         """The pinned SDK emits schemaVersion 41; a new SDK must be a deliberate change."""
@@ -419,6 +429,79 @@ class TestConfigDriven:
         """Panel layout and titles do not depend on the config."""
         for slug, board in self.custom.items():
             assert [p["title"] for p in panels(board)] == [p["title"] for p in panels(DEFAULT[slug])]
+
+
+def concurrency_targets(config: Config) -> list[dict[str, Any]]:
+    targets: list[dict[str, Any]] = by_title(render(config)["overview"], "Active vs max concurrency")[
+        "targets"
+    ]
+    return targets
+
+
+def outer_aggregation(expr: str) -> tuple[str, list[str], str]:
+    """(operator, by labels, metric) of the first aggregation in ``expr``."""
+    node = next(n for n, _ in walk(parse(expr)) if isinstance(n, promql_parser.AggregateExpr))
+    return str(node.op), list(node.modifier.labels), node.expr.name
+
+
+def override_colors(panel: dict[str, Any]) -> dict[str, str]:
+    """Series regexp → fixed colour of the panel's overrides."""
+    return {
+        o["matcher"]["options"]: prop["value"]["fixedColor"]
+        for o in panel["fieldConfig"]["overrides"]
+        for prop in o["properties"]
+        if prop["id"] == "color"
+    }
+
+
+class TestConcurrencyPanel:
+    """In-memory store: each instance against its own limit; shared store: the fleet against one limit."""
+
+    def test_in_memory_store_draws_each_instance(self) -> None:
+        """Active and max_concurrency are per job and instance."""
+        active, limit = concurrency_targets(Config.default())
+        assert outer_aggregation(active["expr"]) == ("sum", ["job", "instance"], "subagent_active_count")
+        assert outer_aggregation(limit["expr"]) == ("max", ["job", "instance"], "subagent_max_concurrency")
+
+    def test_shared_store_draws_the_fleet_sum_against_one_limit(self) -> None:
+        """Active is summed over the instances; the limit is the max (every process exports it)."""
+        active, limit, _ = concurrency_targets(FLEET_CONFIG)
+        assert outer_aggregation(active["expr"]) == ("sum", ["job"], "subagent_active_count")
+        assert outer_aggregation(limit["expr"]) == ("max", ["job"], "subagent_max_concurrency")
+        assert "{{instance}}" not in active["legendFormat"]
+
+    def test_shared_store_keeps_group_by_and_the_job_label(self) -> None:
+        """A fleet split by group_by keeps those labels and the configured job label."""
+        config = CUSTOM.model_copy(update={"quota": FLEET_CONFIG.quota})
+        active, _ = concurrency_targets(config)
+        assert outer_aggregation(active["expr"])[:2] == ("sum", ["service_name", "cluster"])
+
+    @pytest.mark.parametrize("config", [Config.default(), FLEET_CONFIG], ids=["memory", "fleet"])
+    def test_the_alert_line_is_the_limit_plus_headroom(self, config: Config) -> None:
+        """With headroom the alert line (dashed red) is max_concurrency + threshold; without, the limit is."""
+        panel = by_title(render(config)["overview"], "Active vs max concurrency")
+        headroom = config.alerts.active_over_max_concurrency.threshold
+        exprs = [t["expr"] for t in panel["targets"]]
+        if headroom:
+            assert exprs[2] == f"{exprs[1]} + {headroom:g}"
+            assert panel["targets"][2]["legendFormat"].endswith(" alert")
+            assert override_colors(panel) == {".* max$": "orange", ".* alert$": "red"}
+        else:
+            assert len(exprs) == 2
+            assert override_colors(panel) == {".* max$": "red"}
+
+    @pytest.mark.parametrize("boards", [DEFAULT, FLEET], ids=["memory", "fleet"])
+    def test_max_concurrency_is_never_summed(self, boards: dict[str, dict[str, Any]]) -> None:
+        """Every aggregation over subagent_max_concurrency is a max."""
+        ops = [
+            str(node.op)
+            for query in all_queries(boards)
+            for node, _ in walk(parse(query.expr))
+            if isinstance(node, promql_parser.AggregateExpr)
+            and any(vs.name == "subagent_max_concurrency" for vs in selectors(node.expr))
+        ]
+        assert ops
+        assert set(ops) == {"max"}
 
 
 class TestSelectorEscaping:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.resources
 import re
+from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
@@ -52,13 +53,22 @@ CONFIGS = {
     "custom": CUSTOM,
     "escaped": {"selector": QUOTE_AND_BACKSLASH},
     "relabelled": {"selector": 'service=~"agent-.*"', "job_label": "service", "instance_label": "pod"},
+    "fleet": CUSTOM,
 }
+#: Configs rendered with a shared (Redis) quota store: max_concurrency is enforced fleet-wide.
+FLEET = {"fleet"}
+REDIS_STORE = "redis://redis.example:6379/0"
 OPS = {"=": "Equal", "!=": "NotEqual", "=~": "Re", "!~": "NotRe"}
 
 
 def config_with(**alerts: Any) -> Config:
     """The default config with these ``alerts:`` keys."""
     return Config.model_validate({"alerts": alerts})
+
+
+def fleet_with(**alerts: Any) -> Config:
+    """Like ``config_with``, with the budget in a shared (Redis) store."""
+    return Config.model_validate({"alerts": alerts, "quota": {"store": REDIS_STORE}})
 
 
 def all_rules(config: Config) -> list[dict[str, Any]]:
@@ -98,7 +108,8 @@ def wanted(matchers: tuple[Matcher, ...]) -> list[tuple[str, str, str]]:
 
 @pytest.fixture(params=sorted(CONFIGS))
 def config(request: pytest.FixtureRequest) -> Config:
-    return config_with(**CONFIGS[request.param])
+    make = fleet_with if request.param in FLEET else config_with
+    return make(**CONFIGS[request.param])
 
 
 class TestFiles:
@@ -257,6 +268,95 @@ class TestAlerts:
         assert 'absent(subagent_max_concurrency{job="my-agent"})' in equal
 
 
+def recording_rule(config: Config, suffix: str) -> dict[str, Any]:
+    (rule,) = [r for r in rule_groups(config).recording["rules"] if r["record"].endswith(suffix)]
+    return rule
+
+
+def aggregation(expr: str) -> tuple[str, list[str], str]:
+    """(operator, by labels, metric) of ``op by (labels) (metric{...})``."""
+    node = promql_parser.parse(expr)
+    assert isinstance(node, promql_parser.AggregateExpr), expr
+    return str(node.op), list(node.modifier.labels), node.expr.name
+
+
+def compared(expr: str) -> tuple[str, str, float]:
+    """(left series, right series, headroom) of ``max_over_time(a[w]) > max_over_time(b[w]) (+ h)``."""
+    node = promql_parser.parse(expr)
+    assert str(node.op) == ">", expr
+    rhs, headroom = node.rhs, 0.0
+    if isinstance(rhs, promql_parser.BinaryExpr):
+        assert str(rhs.op) == "+", expr
+        rhs, headroom = rhs.lhs, float(str(rhs.rhs))
+    series = []
+    for call in (node.lhs, rhs):
+        assert call.func.name == "max_over_time", expr
+        series.append(call.args[0].vector_selector.name)
+    return series[0], series[1], headroom
+
+
+class TestConcurrencyScope:
+    """In-memory store: max_concurrency per process; shared store: one limit for the fleet."""
+
+    def test_in_memory_store_compares_each_instance_with_its_limit(self) -> None:
+        """Active executions summed per instance against that instance's max_concurrency."""
+        config = Config.default()
+        active = recording_rule(config, ":subagent_active_count:sum")
+        limit = recording_rule(config, ":subagent_max_concurrency:max")
+        assert aggregation(active["expr"]) == ("sum", ["job", "instance"], "subagent_active_count")
+        assert aggregation(limit["expr"]) == ("max", ["job", "instance"], "subagent_max_concurrency")
+        alert = alerts_by_name(config)["SubagentActiveOverMaxConcurrency"]
+        assert compared(alert["expr"]) == (active["record"], limit["record"], 0.0)
+        assert active["record"] == "job_instance:subagent_active_count:sum"
+
+    def test_shared_store_compares_the_fleet_sum_with_one_limit(self) -> None:
+        """Active executions summed over the job's instances against the max (not sum) of the limit."""
+        config = fleet_with(active_over_max_concurrency={"threshold": 2})
+        active = recording_rule(config, ":subagent_active_count:sum")
+        limit = recording_rule(config, ":subagent_max_concurrency:max")
+        assert (active["record"], limit["record"]) == (
+            "job:subagent_active_count:sum",
+            "job:subagent_max_concurrency:max",
+        )
+        assert aggregation(active["expr"]) == ("sum", ["job"], "subagent_active_count")
+        assert aggregation(limit["expr"]) == ("max", ["job"], "subagent_max_concurrency")
+        alert = alerts_by_name(config)["SubagentActiveOverMaxConcurrency"]
+        assert compared(alert["expr"]) == (active["record"], limit["record"], 2.0)
+
+    def test_shared_store_keeps_the_job_and_group_by_labels(self) -> None:
+        """With group_by: [cluster] and another job label the fleet is summed per service and cluster."""
+        config = fleet_with(group_by=["cluster"], job_label="service", selector='service=~".+"')
+        active = recording_rule(config, ":subagent_active_count:sum")
+        assert active["record"] == "service_cluster:subagent_active_count:sum"
+        assert aggregation(active["expr"]) == ("sum", ["service", "cluster"], "subagent_active_count")
+
+    @pytest.mark.parametrize("make", [config_with, fleet_with], ids=["memory", "fleet"])
+    def test_max_concurrency_is_never_summed(self, make: Any) -> None:
+        """Every aggregation over subagent_max_concurrency is a max (each process exports the limit)."""
+        found: list[str] = []
+
+        def visit(node: Any) -> None:
+            if isinstance(node, promql_parser.AggregateExpr):
+                names = [name for name, _ in selectors(str(node.expr))]
+                if "subagent_max_concurrency" in names or any(
+                    ":subagent_max_concurrency:" in n for n in names
+                ):
+                    found.append(str(node.op))
+
+        for rule in all_rules(make(group_by=["cluster"])):
+            promql_parser.walk(promql_parser.parse(rule["expr"]), visit)
+        assert found
+        assert set(found) == {"max"}
+
+    def test_descriptions_name_the_instance_only_per_instance(self) -> None:
+        """The in-memory alert names the instance; the fleet alert speaks of the job's instances."""
+        memory = alerts_by_name(Config.default())["SubagentActiveOverMaxConcurrency"]["annotations"]
+        fleet = alerts_by_name(fleet_with())["SubagentActiveOverMaxConcurrency"]["annotations"]
+        assert "$labels.instance" in memory["description"]
+        assert "$labels.instance" not in fleet["description"]
+        assert "fleet-wide max_concurrency" in fleet["description"]
+
+
 class TestExpressions:
     def test_every_expression_parses(self, config: Config) -> None:
         """promql-parser accepts every recording and alerting expression."""
@@ -334,6 +434,67 @@ class TestGeneratedTests:
                     labels = {label: value for label, _, value in matchers}
                     for m in config.alerts.matchers:
                         assert matches(m, labels[m.name]), (series["series"], m.render())
+
+
+CONCURRENCY_TESTS = TESTS_DIR / "SubagentActiveOverMaxConcurrency.yaml"
+
+
+def concurrency_tests(config: Config) -> list[dict[str, Any]]:
+    tests: list[dict[str, Any]] = yaml.safe_load(render_rules(config)[CONCURRENCY_TESTS])["tests"]
+    return tests
+
+
+def active_per_instance(test: dict[str, Any], minute: int, instance_label: str) -> dict[str, float]:
+    """Active executions of each instance (all depths) at ``minute`` of a generated test."""
+    totals: dict[str, float] = defaultdict(float)
+    for series in test["input_series"]:
+        ((name, matchers),) = selectors(series["series"])
+        if name == "subagent_active_count":
+            labels = {label: value for label, _, value in matchers}
+            totals[labels[instance_label]] += float(series["values"].split()[minute])
+    return dict(totals)
+
+
+def minutes(eval_time: str) -> int:
+    return int(eval_time.removesuffix("m"))
+
+
+class TestGeneratedConcurrencyTests:
+    """The generated tests pin the case that tells the modes apart: instances each within the limit,
+    together above it."""
+
+    @pytest.mark.parametrize("alerts", [{}, CUSTOM], ids=["default", "custom"])
+    def test_fleet_fires_on_instances_each_within_the_limit(self, alerts: dict[str, Any]) -> None:
+        """For a shared store, the firing test spreads the load: every instance below max_concurrency."""
+        config = fleet_with(**alerts)
+        limit = config.subagent.max_concurrency
+        headroom = config.alerts.active_over_max_concurrency.threshold
+        test = next(t for t in concurrency_tests(config) if "just above" in t["name"])
+        firing = next(c for c in test["alert_rule_test"] if c["exp_alerts"])
+        active = active_per_instance(test, minutes(firing["eval_time"]), config.alerts.instance_label)
+        assert len(active) >= 2
+        assert all(value < limit for value in active.values()), active
+        assert sum(active.values()) > limit + headroom
+        assert firing["exp_alerts"][0]["exp_labels"].keys() == {"job", *config.alerts.group_by, "severity"}
+
+    @pytest.mark.parametrize("alerts", [{}, CUSTOM], ids=["default", "custom"])
+    def test_in_memory_does_not_fire_on_the_same_spread(self, alerts: dict[str, Any]) -> None:
+        """For the in-memory store, instances each within their limit, together above it, never fire."""
+        config = config_with(**alerts)
+        limit = config.subagent.max_concurrency
+        headroom = config.alerts.active_over_max_concurrency.threshold
+        test = next(t for t in concurrency_tests(config) if "each within its own limit" in t["name"])
+        assert all(check["exp_alerts"] == [] for check in test["alert_rule_test"])
+        last = minutes(test["alert_rule_test"][-1]["eval_time"])
+        active = active_per_instance(test, last, config.alerts.instance_label)
+        assert len(active) >= 2
+        assert all(value < limit for value in active.values()), active
+        assert sum(active.values()) > limit + headroom
+
+    def test_fleet_without_a_second_instance_value_is_refused(self) -> None:
+        """A selector pinning one instance leaves no room for a fleet's test; the error says so."""
+        with pytest.raises(ValueError, match="several instances"):
+            render_rules(fleet_with(selector='job=~".+", instance="agent-0:9464"'))
 
 
 class TestHumanize:

@@ -25,20 +25,22 @@ pytestmark = pytest.mark.integration
 
 REPO = Path(__file__).resolve().parents[2]
 ACTIVE = "job_instance:subagent_active_count:sum"
+REDIS_STORE = "redis://redis.example:6379/0"
+CUSTOM: dict[str, Any] = {
+    "selector": 'job="my-agent", cluster="prod"',
+    "group_by": ["cluster"],
+    "rate_window": "10m",
+    "dashboard_url": "https://grafana.example/d/subagent-overview",
+    "high_error_rate": {"threshold": 0.1, "for": "3m"},
+    "quota_nearly_exhausted": {"threshold": 0.9, "for": "2m"},
+    "active_over_max_concurrency": {"threshold": 1, "for": "10m"},
+    "slow_executions": {"threshold": 45, "for": "4m"},
+    "quota_rejections": {"threshold": 0.5, "for": "3m"},
+    "metrics_absent": {"for": "5m"},
+}
 CONFIGS: dict[str, dict[str, Any]] = {
     "default": {},
-    "custom": {
-        "selector": 'job="my-agent", cluster="prod"',
-        "group_by": ["cluster"],
-        "rate_window": "10m",
-        "dashboard_url": "https://grafana.example/d/subagent-overview",
-        "high_error_rate": {"threshold": 0.1, "for": "3m"},
-        "quota_nearly_exhausted": {"threshold": 0.9, "for": "2m"},
-        "active_over_max_concurrency": {"threshold": 1, "for": "10m"},
-        "slow_executions": {"threshold": 45, "for": "4m"},
-        "quota_rejections": {"threshold": 0.5, "for": "3m"},
-        "metrics_absent": {"for": "5m"},
-    },
+    "custom": CUSTOM,
     "escaped": {"selector": r'job="my \"quoted\" agent\\x"', "high_error_rate": {"for": "0m"}},
     "relabelled": {
         "selector": 'service=~"agent-.*"',
@@ -47,7 +49,11 @@ CONFIGS: dict[str, dict[str, Any]] = {
         "slow_executions": {"threshold": 2.5, "for": "2m"},
         "quota_rejections": {"threshold": 0.02},
     },
+    "fleet": {},
+    "fleet-custom": {**CUSTOM, "instance_label": "pod"},
 }
+#: Configs whose budget lives in a shared (Redis) store, so max_concurrency holds across the fleet.
+FLEET = {"fleet", "fleet-custom"}
 
 
 def promtool(*args: str | Path, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
@@ -60,7 +66,11 @@ def promtool(*args: str | Path, cwd: Path | None = None) -> subprocess.Completed
 def rendered(request: pytest.FixtureRequest, tmp_path: Path) -> Path:
     """The rule files of one config, rendered into a fresh directory."""
     config = Config.model_validate(
-        {"agent": {"subagent": {"max_concurrency": 3}}, "alerts": CONFIGS[request.param]}
+        {
+            "agent": {"subagent": {"max_concurrency": 3}},
+            "alerts": CONFIGS[request.param],
+            "quota": {"store": REDIS_STORE if request.param in FLEET else "memory"},
+        }
     )
     write_files(render_rules(config), tmp_path)
     return tmp_path
@@ -131,3 +141,41 @@ def test_generated_unit_tests_catch_a_broken_rule(
     rules.write_text(text.replace(original, broken, 1))
     result = promtool("test", "rules", f"{alert}.yaml", cwd=tmp_path / TESTS_DIR)
     assert result.returncode != 0, result.stdout
+
+
+@pytest.mark.parametrize(
+    ("store", "original", "broken", "failing"),  # failing: the tests that must fail, and only they
+    [
+        # The fleet's sum on every instance's series: separate in-memory processes would fire.
+        (
+            "memory",
+            'sum by (job, instance) (subagent_active_count{job=~".+"})',
+            'sum by (job, instance) (subagent_active_count{job=~".+"}) * 0 + on (job) group_left '
+            'sum by (job) (subagent_active_count{job=~".+"})',
+            ("each within its own limit, together above it, do not fire",),
+        ),
+        # The busiest series instead of the fleet's sum: instances each below the limit never fire.
+        (
+            REDIS_STORE,
+            'sum by (job) (subagent_active_count{job=~".+"})',
+            'max by (job) (subagent_active_count{job=~".+"})',
+            ("(just above 0.0) fires after 5m", "keeps firing through", "resolves within"),
+        ),
+    ],
+    ids=["memory-summed-over-the-fleet", "fleet-per-instance"],
+)
+def test_concurrency_tests_catch_the_wrong_scope(
+    store: str, original: str, broken: str, failing: tuple[str, ...], tmp_path: Path
+) -> None:
+    """Comparing the wrong scope (fleet vs instance) fails the test that tells the two apart."""
+    write_files(render_rules(Config.model_validate({"quota": {"store": store}})), tmp_path)
+    rules = tmp_path / RULES_FILE
+    text = rules.read_text()
+    assert original in text
+    rules.write_text(text.replace(original, broken, 1))
+    result = promtool("test", "rules", "SubagentActiveOverMaxConcurrency.yaml", cwd=tmp_path / TESTS_DIR)
+    assert result.returncode != 0, result.stdout
+    output = result.stdout + result.stderr
+    failed = {line.strip() for line in output.splitlines() if line.strip().startswith("name: ")}
+    assert all(any(part in name for name in failed) for part in failing), failed
+    assert all(any(part in name for part in failing) for name in failed), failed

@@ -52,11 +52,50 @@ def _base(config: Config, slug: str, title: str, description: str) -> dashboard_
     )
 
 
+def _concurrency(config: Config) -> timeseries_b.Panel:
+    """Active vs max_concurrency: per instance (in-memory store), or the fleet's sum (shared store)."""
+    q = DashboardQueries(config)
+    by = q.concurrency_by
+    headroom = config.alerts.active_over_max_concurrency.threshold
+    limit_style = "dashed orange" if headroom > 0 else "dashed red"
+    if config.quota.shared:
+        what = (
+            "Executions running across all selected instances of a job (solid) against the fleet-wide "
+            f"agent.subagent.max_concurrency that the shared quota store enforces ({limit_style})."
+        )
+    else:
+        what = (
+            "Executions running per instance (solid) against its agent.subagent.max_concurrency "
+            f"({limit_style})."
+        )
+    targets = [
+        Target(q.active(by), kit.legend(*q.keep, *by, suffix="active")),
+        Target(q.max_concurrency(by), kit.legend(*q.keep, *by, suffix="max")),
+    ]
+    overrides = [(".* max$", kit.series_style(RED, dashed=True))]
+    if headroom > 0:
+        what += (
+            " Dashed red: max_concurrency plus alerts.active_over_max_concurrency.threshold, where "
+            "SubagentActiveOverMaxConcurrency starts."
+        )
+        targets.append(Target(q.concurrency_alert_level(), kit.legend(*q.keep, *by, suffix="alert")))
+        overrides = [
+            (".* max$", kit.series_style(ORANGE, dashed=True)),
+            (".* alert$", kit.series_style(RED, dashed=True)),
+        ]
+    return kit.timeseries(
+        "Active vs max concurrency",
+        f"{what} Executions beyond the limit wait for a slot.",
+        "short",
+        targets,
+        overrides=overrides,
+    )
+
+
 def overview(config: Config) -> dashboard.Dashboard:
     q = DashboardQueries(config)
     a = config.alerts
     keep = q.keep
-    instance = a.instance_label
     error_steps = [(a.high_error_rate.threshold, RED)]
     slow_steps = [(a.slow_executions.threshold, RED)]
     percent = f"{a.high_error_rate.threshold:.0%}" if a.high_error_rate.threshold >= 0.01 else "its threshold"
@@ -118,19 +157,7 @@ def overview(config: Config) -> dashboard.Dashboard:
                 stacked=True,
             )
         )
-        .with_panel(
-            kit.timeseries(
-                "Active vs max concurrency",
-                "Executions running per instance (solid) against its agent.subagent.max_concurrency "
-                "(dashed red). Executions beyond the limit wait for a slot.",
-                "short",
-                [
-                    Target(q.active((instance,)), kit.legend(*keep, instance, suffix="active")),
-                    Target(q.max_concurrency((instance,)), kit.legend(*keep, instance, suffix="max")),
-                ],
-                overrides=[(".* max$", kit.series_style(RED, dashed=True))],
-            )
-        )
+        .with_panel(_concurrency(config))
         .with_panel(
             kit.timeseries(
                 "Error ratio",

@@ -101,7 +101,22 @@ class DashboardQueries:
         return f"sum {by_clause((*self.keep, *by))} ({ACTIVE.name}{self.sel()})"
 
     def max_concurrency(self, by: tuple[str, ...] = ()) -> str:
+        """Every process exports the configured limit: ``max``, never summed."""
         return f"max {by_clause((*self.keep, *by))} ({MAX_CONCURRENCY.name}{self.sel()})"
+
+    @property
+    def concurrency_by(self) -> tuple[str, ...]:
+        """What max_concurrency applies to beyond ``keep``: the instance, or nothing for a shared store.
+
+        A shared (Redis) store enforces max_concurrency across the fleet, so active executions are
+        summed over the instances; the in-memory store gives each process its own limit.
+        """
+        return () if self.config.quota.shared else (self.instance_label,)
+
+    def concurrency_alert_level(self) -> str:
+        """max_concurrency plus the alert's headroom: where SubagentActiveOverMaxConcurrency starts."""
+        headroom = self.config.alerts.active_over_max_concurrency.threshold
+        return f"{self.max_concurrency(self.concurrency_by)} + {headroom:g}"
 
     def completions(self) -> str:
         return self.rate(COMPLETIONS, ("status",))

@@ -82,13 +82,17 @@ def level_labels(alerts: AlertsConfig) -> list[str]:
     return list(dict.fromkeys([alerts.job_label, *alerts.group_by]))
 
 
-def _context(alerts: AlertsConfig) -> dict[str, Any]:
+def _context(alerts: AlertsConfig, *, fleet: bool) -> dict[str, Any]:
     labels = level_labels(alerts)
+    per = [] if fleet else [alerts.instance_label]
     matchers = alerts.matchers
     headroom = alerts.active_over_max_concurrency.threshold
     rules: dict[str, AlertRule] = {key: getattr(alerts, key) for key in ALERT_NAMES}
     return {
         "a": alerts,
+        "fleet": fleet,
+        "per": "".join(f"_{name}" for name in per),
+        "per_by": "".join(f", {name}" for name in per),
         "L": "_".join(labels),
         "by": ", ".join(labels),
         "sel": selector(matchers),
@@ -104,9 +108,13 @@ def _context(alerts: AlertsConfig) -> dict[str, Any]:
     }
 
 
-def render_rule_groups(alerts: AlertsConfig, anchor: Callable[[str], str]) -> RuleGroups:
-    """Render the template, keep the enabled alerts and add their labels, ``for`` and links."""
-    text = _ENV.get_template("rules.yaml.j2").render(_context(alerts))
+def render_rule_groups(alerts: AlertsConfig, anchor: Callable[[str], str], *, fleet: bool) -> RuleGroups:
+    """Render the template, keep the enabled alerts and add their labels, ``for`` and links.
+
+    ``fleet``: the quota store is shared (Redis), so max_concurrency holds across the fleet and
+    SubagentActiveOverMaxConcurrency compares the job's summed active executions with it.
+    """
+    text = _ENV.get_template("rules.yaml.j2").render(_context(alerts, fleet=fleet))
     data = yaml.safe_load(text)
     alerting = []
     for entry in data["alerts"]:

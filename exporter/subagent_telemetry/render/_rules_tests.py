@@ -5,6 +5,9 @@ config gets tests of its own behaviour. Each alert is checked: just above the th
 ``for`` and not at ``for`` - 1m; just below it never fires; a counter reset (or, for gauges, one failed
 scrape) does not resolve it; it resolves when the cause goes; an idle system and a freshly started one
 fire nothing. The series are built so that the expected values are exact (see ``_counter``).
+SubagentActiveOverMaxConcurrency follows ``quota.store``: with a shared store the load is spread over
+instances each below max_concurrency (the fleet fires); with the in-memory store that same spread must
+not fire (each process has its own limit).
 """
 
 from __future__ import annotations
@@ -50,11 +53,26 @@ class _Setup:
     instance: dict[str, str]  # {instance_label: value}
     rules: dict[str, dict[str, Any]]  # alert name → rendered rule
     error_ratio: str  # the recorded error ratio with the matchers it keeps (for promql_expr_test)
+    fleet: bool  # a shared quota store: max_concurrency holds across the instances of a job
+    instance_matchers: tuple[Matcher, ...]  # configured matchers on the instance label
 
     def series(self, name: str, values: Sequence[str], **labels: str) -> dict[str, str]:
         merged = {**self.target, **labels}
         inner = ", ".join(Matcher(name=k, op="=", value=v).render() for k, v in merged.items())
         return {"series": f"{name}{{{inner}}}", "values": " ".join(values)}
+
+    def instances(self, count: int) -> list[str]:
+        """``count`` instance label values, the first the target's, each satisfying the selector."""
+        first = self.target[self.config.alerts.instance_label]
+        names = [first, *(f"agent-{i}:9464" for i in range(1, count))]
+        for name in names:
+            if not all(_satisfies(m, name) for m in self.instance_matchers):
+                msg = (
+                    f"the generated tests need several instances, but {name!r} does not match "
+                    f"{', '.join(m.render() for m in self.instance_matchers)}"
+                )
+                raise ValueError(msg)
+        return names
 
     def expect(self, alert: str, value: float, **labels: str) -> dict[str, Any]:
         rule = self.rules[alert]
@@ -106,6 +124,8 @@ def _setup(config: Config, groups: RuleGroups) -> _Setup:
         instance={alerts.instance_label: target[alerts.instance_label]},
         rules={r["alert"]: r for r in groups.alerting["rules"]},
         error_ratio=_recorded(groups, ":subagent_error_ratio:", alerts),
+        fleet=config.quota.shared,
+        instance_matchers=tuple(by_name.get(alerts.instance_label, [])),
     )
 
 
@@ -184,6 +204,11 @@ class _Spec:
     def series(self, s: _Setup, level: float, w: _Window) -> list[dict[str, str]]:
         raise NotImplementedError
 
+    def more_tests(self, s: _Setup, alert: str, above: float, t0: int, for_: int) -> list[dict[str, Any]]:
+        """Scenarios particular to this alert, beyond the threshold, ``for``, glitch and resolve ones."""
+        del s, alert, above, t0, for_
+        return []
+
 
 def _thousandths(threshold: float) -> tuple[float, float]:
     """Ratios just above and just below the threshold, in whole thousandths (exact in the series)."""
@@ -241,7 +266,16 @@ class _Quota(_Spec):
         ]
 
 
+ACTIVE = "subagent_active_count"
+
+
 class _Concurrency(_Spec):
+    """Per instance with the in-memory store; the fleet's sum with a shared (Redis) store.
+
+    The case that tells the two apart: several instances, each within max_concurrency, together above
+    it. A fleet sharing its slots fires on it; separate processes, each with its own limit, do not.
+    """
+
     glitch = "stale"
 
     def levels(self, s: _Setup, threshold: float) -> tuple[float, float]:
@@ -252,18 +286,70 @@ class _Concurrency(_Spec):
         return 0
 
     def labels(self, s: _Setup) -> dict[str, str]:
-        return s.instance
+        return {} if s.fleet else s.instance
 
     def series(self, s: _Setup, level: float, w: _Window) -> list[dict[str, str]]:
-        active = [level if w.cause(m) else 1 for m in w.minutes]
+        if s.fleet:
+            return self.spread(s, level, w)
+        return self.instance(s, s.instances(1)[0], level, 1, w)
+
+    def instance(self, s: _Setup, name: str, level: float, calm: int, w: _Window) -> list[dict[str, str]]:
+        """One process: ``level`` active (split over two depths) during the cause, else ``calm``."""
+        active = [level if w.cause(m) else calm for m in w.minutes]
         limit = [s.config.subagent.max_concurrency for _ in w.minutes]
-        return [
-            s.series(
-                "subagent_active_count", _gauge([math.ceil(a / 2) for a in active], w.glitch), depth="1"
-            ),
-            s.series("subagent_active_count", _gauge([a // 2 for a in active], w.glitch), depth="2"),
-            s.series("subagent_max_concurrency", _gauge(limit, w.glitch)),
-        ]
+        labels = {s.config.alerts.instance_label: name}
+        depths: dict[str, list[float]] = {
+            "1": [math.ceil(a / 2) for a in active],
+            "2": [a // 2 for a in active],
+        }
+        out = [s.series(ACTIVE, _gauge(v, w.glitch), depth=d, **labels) for d, v in depths.items()]
+        return [*out, s.series("subagent_max_concurrency", _gauge(limit, w.glitch), **labels)]
+
+    def shares(self, s: _Setup, level: float) -> list[int]:
+        """What each instance runs of ``level`` when it is spread over instances below the limit."""
+        return _split(int(level), max(s.config.subagent.max_concurrency - 1, 1))
+
+    def spread(self, s: _Setup, level: float, w: _Window) -> list[dict[str, str]]:
+        """``level`` active in total over the fewest instances (at least two) each below the limit.
+
+        With max_concurrency 1 no instance can be below it; each then runs at most 1 (at the limit).
+        """
+        shares = self.shares(s, level)
+        out: list[dict[str, str]] = []
+        for i, (name, share) in enumerate(zip(s.instances(len(shares)), shares, strict=True)):
+            out += self.instance(s, name, share, 1 if i == 0 else 0, w)
+        return out
+
+    def more_tests(self, s: _Setup, alert: str, above: float, t0: int, for_: int) -> list[dict[str, Any]]:
+        tests = []
+        if for_ >= s.window:
+            end = t0 + s.window + 1
+            tests.append(
+                _test(
+                    f"{alert}: one scrape above the limit does not fire",
+                    self.series(s, above, _Window(t0, t0, end)),
+                    [(t, alert, []) for t in range(t0, end + 1)],
+                )
+            )
+        if not s.fleet:
+            end = t0 + for_ + s.window + 1
+            count = len(self.shares(s, above))
+            tests.append(
+                _test(
+                    f"{alert}: {count} instances, each within its own limit, together above it, do not "
+                    "fire (in-memory store: max_concurrency is per process)",
+                    self.spread(s, above, _Window(t0, end, end)),
+                    [(t, alert, []) for t in range(t0, end + 1)],
+                )
+            )
+        return tests
+
+
+def _split(total: int, most: int) -> list[int]:
+    """``total`` over the fewest parts (at least two) of at most ``most`` each, as even as possible."""
+    parts = max(2, math.ceil(total / most))
+    base, extra = divmod(total, parts)
+    return [base + 1 if i < extra else base for i in range(parts)]
 
 
 def _le(bound: float) -> str:
@@ -418,15 +504,7 @@ def _threshold_tests(s: _Setup, key: str, spec: _Spec) -> list[dict[str, Any]]:
             [(t1, alert, firing(t1)), *smoothed, (end, alert, [])],
         )
     )
-    if key == "active_over_max_concurrency" and for_ >= s.window:
-        end = t0 + s.window + 1
-        tests.append(
-            _test(
-                f"{alert}: one scrape above the limit does not fire",
-                spec.series(s, above, _Window(t0, t0, end)),
-                [(t, alert, []) for t in range(t0, end + 1)],
-            )
-        )
+    tests += spec.more_tests(s, alert, above, t0, for_)
     return tests
 
 

@@ -33,7 +33,7 @@ def runbook_anchor(alert_name: str) -> str:
 
 def rule_groups(config: Config) -> RuleGroups:
     """The recording and alerting rule groups for ``config`` (disabled alerts left out)."""
-    return render_rule_groups(config.alerts, runbook_anchor)
+    return render_rule_groups(config.alerts, runbook_anchor, fleet=config.quota.shared)
 
 
 def render_rules(config: Config) -> dict[Path, str]:
