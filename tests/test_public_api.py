@@ -81,3 +81,32 @@ def test_bare_import_defers_pydantic_and_prometheus_client() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.splitlines() == ["[]", "['prometheus_client', 'pydantic', 'yaml']"]
+
+
+FLEET_PUBLIC = {
+    "BatchPush",
+    "QuotaLimitsMismatchError",
+    "QuotaStoreUnavailable",
+    "child_exit",
+    "mark_process_dead",
+    "multiprocess_registry",
+    "prepare_multiprocess_dir",
+    "push_on_exit",
+}
+
+
+def test_fleet_module_exports_exactly_its_public_names() -> None:
+    """subagent_telemetry.fleet's __all__ is pinned, and every name imports."""
+    from subagent_telemetry import fleet
+
+    assert set(fleet.__all__) == FLEET_PUBLIC
+    for name in FLEET_PUBLIC:
+        assert getattr(fleet, name) is not None
+
+
+def test_fleet_errors_are_the_documented_kinds() -> None:
+    """A down store is a QuotaExceeded (agent code already catches it); a limits mismatch is a ConfigError."""
+    from subagent_telemetry import fleet
+
+    assert issubclass(fleet.QuotaStoreUnavailable, subagent_telemetry.QuotaExceeded)
+    assert issubclass(fleet.QuotaLimitsMismatchError, subagent_telemetry.ConfigError)
