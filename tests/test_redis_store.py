@@ -114,8 +114,8 @@ class TestScripts:
         """Running reserve twice with one request id counts one execution and returns the same reply."""
         client = redis.Redis.from_url(server.url)
         script = client.register_script(RESERVE_LUA)
-        keys = [f"subagent:{{retry}}:{k}" for k in ("meta", "leases", "reply:r1")]
-        args = ["r1", "10|||5", 60_000, 0, 1, 3_600_000, 60_000]
+        keys = [f"subagent:{{retry}}:{k}" for k in ("meta", "leases", "reply:cur", "reply:old")]
+        args = ["r1", "10|||5 60000 0 1 3600000 60000"]
         assert script(keys=keys, args=args) == script(keys=keys, args=args)
         assert _meta(server.url, "retry")["executions"] == 1
 
@@ -123,9 +123,9 @@ class TestScripts:
         """A malformed call raises and leaves no key behind."""
         client = redis.Redis.from_url(server.url)
         script = client.register_script(RESERVE_LUA)
-        keys = [f"subagent:{{bad}}:{k}" for k in ("meta", "leases", "reply:r1")]
-        with pytest.raises(redis.ResponseError, match="estimated tokens"):
-            script(keys=keys, args=["r1", "10|||5", 60_000, -1, 1, 3_600_000, 60_000])
+        keys = [f"subagent:{{bad}}:{k}" for k in ("meta", "leases", "reply:cur", "reply:old")]
+        with pytest.raises(redis.ResponseError, match="estimated_tokens"):
+            script(keys=keys, args=["r1", "10|||5 60000 -1 1 3600000 60000"])
         assert client.keys("subagent:{bad}*") == []
 
     def test_keys_share_one_hash_tag_and_outlive_the_time_budget(self, server: RunningServer) -> None:

@@ -1,11 +1,13 @@
 """``RedisQuotaStore``: one session budget shared by a fleet of processes, on Redis or Redis Cluster.
 
-Every state change is one Lua script (``lua/reserve.lua``, ``lua/settle.lua``) run through redis-py's
-``register_script`` (EVALSHA, reloaded on NOSCRIPT, so a restarted or promoted server is fine):
+Every state change is one Lua script (``lua/reserve.lua``, ``lua/settle.lua``) run with EVALSHA and
+loaded again on NOSCRIPT (as redis-py's ``register_script`` does, minus its per-call overhead), so a
+restarted or promoted server is fine:
 
 - time is the server's (``TIME``), never a host's clock;
-- every call carries a fresh request id; the script stores its reply under that id, so a retry after a
-  lost reply (redis-py retries timeouts and dropped connections) returns the first answer, applied once;
+- every call carries a fresh request id; the script stores its reply under that id (a field of a
+  replies hash, two generations rotated every ``reply_ttl_seconds``), so a retry after a lost reply
+  (redis-py retries timeouts and dropped connections) returns the first answer, applied once;
 - an admission holds a lease (an entry of a sorted set scored by its expiry) with its token estimate;
   a lease never released (a killed worker) expires and gives back its slot and its unused estimate;
 - the limits are pinned in the store on first use; other limits for the same session are refused;
@@ -19,6 +21,7 @@ per event loop), so admission stays one atomic script and the loop never blocks 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import os
 import urllib.parse
@@ -32,7 +35,7 @@ import redis.asyncio
 from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
 from redis.backoff import ExponentialBackoff
 from redis.cluster import RedisCluster
-from redis.exceptions import ClusterDownError, ReadOnlyError
+from redis.exceptions import ClusterDownError, NoScriptError, ReadOnlyError
 from redis.retry import Retry
 
 from ._errors import ConcurrencyLimitReached, ExecutionLimitReached, TimeLimitExceeded, TokenLimitExceeded
@@ -68,6 +71,35 @@ def _lua(name: str) -> str:
 RESERVE_LUA = _lua("reserve")
 SETTLE_LUA = _lua("settle")
 USAGE_LUA = _lua("usage")
+
+
+class _Script:
+    """A script called by its SHA1 with pre-encoded keys (``Script.__call__`` re-encodes per call)."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self.sha = hashlib.sha1(text.encode(), usedforsecurity=False).hexdigest().encode()
+
+    def run(self, client: Any, keys: Sequence[bytes], *args: bytes) -> bytes | str:
+        try:
+            reply: bytes | str = client.evalsha(self.sha, len(keys), *keys, *args)
+        except NoScriptError:  # A restarted, flushed or newly promoted server: load it, once.
+            client.script_load(self.text)
+            reply = client.evalsha(self.sha, len(keys), *keys, *args)
+        return reply
+
+    async def run_async(self, client: Any, keys: Sequence[bytes], *args: bytes) -> bytes | str:
+        try:
+            reply: bytes | str = await client.evalsha(self.sha, len(keys), *keys, *args)
+        except NoScriptError:
+            await client.script_load(self.text)
+            reply = await client.evalsha(self.sha, len(keys), *keys, *args)
+        return reply
+
+
+_RESERVE = _Script(RESERVE_LUA)
+_SETTLE = _Script(SETTLE_LUA)
+_USAGE = _Script(USAGE_LUA)
 
 
 def _new_id() -> str:
@@ -121,15 +153,6 @@ def connect_async(url: str) -> Any:
     return redis.asyncio.Redis.from_url(url, retry=retry, retry_on_error=errors, **kwargs)
 
 
-class _AsyncSide:
-    """The asyncio client and scripts of one event loop."""
-
-    def __init__(self, client: Any) -> None:
-        self.client = client
-        self.reserve = client.register_script(RESERVE_LUA)
-        self.settle = client.register_script(SETTLE_LUA)
-
-
 class RedisQuotaStore:
     """The ``LeasingQuotaStore`` of a fleet. Thread-safe; asyncio-friendly via the ``*_async`` methods."""
 
@@ -165,11 +188,8 @@ class RedisQuotaStore:
         self._estimate = estimated_tokens
         self._reply_ttl_ms = max(int(reply_ttl_seconds * 1000), 1)
         prefix = f"subagent:{{{session}}}:"
-        self._keys = (f"{prefix}meta", f"{prefix}leases")
-        self._reply_prefix = f"{prefix}reply:"
-        self._reserve = client.register_script(RESERVE_LUA)
-        self._settle = client.register_script(SETTLE_LUA)
-        self._usage = client.register_script(USAGE_LUA)
+        names = ("meta", "leases", "reply:cur", "reply:old")
+        self._keys = tuple(f"{prefix}{name}".encode() for name in names)
         self.policy = FailurePolicy(
             failure_policy,
             name,
@@ -178,11 +198,9 @@ class RedisQuotaStore:
             retry_after_seconds=retry_after_seconds,
         )
         self._async_url = async_url
-        self._async: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _AsyncSide] = (
-            weakref.WeakKeyDictionary()
-        )
+        self._async: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = weakref.WeakKeyDictionary()
         self._last = QuotaUsage(0, 0, 0.0)
-        self._pinned: tuple[QuotaLimits | None, str, int] = (None, "", 0)
+        self._pinned: tuple[QuotaLimits | None, str, int, tuple[bytes, bytes]] = (None, "", 0, (b"", b""))
         self._settle_ttl_ms = self._ttl_ms()
 
     @classmethod
@@ -214,7 +232,7 @@ class RedisQuotaStore:
     def usage(self) -> QuotaUsage:
         """The fleet's usage; the last known one (logged) while the store is unreachable."""
         try:
-            reply = self._usage(keys=self._keys, args=[], client=self._client)
+            reply = _USAGE.run(self._client, self._keys[:2])
         except UNAVAILABLE as error:
             _log.debug("subagent_telemetry: quota usage read failed: %s", error)
             return self._last
@@ -223,7 +241,7 @@ class RedisQuotaStore:
     def reset(self) -> None:
         """Start a new session for the whole fleet: the budget, its leases and its pinned limits go."""
         try:
-            self._client.delete(*self._keys)
+            self._client.delete(*self._keys)  # Its replies too: a new session starts clean.
         except UNAVAILABLE as error:
             raise QuotaStoreUnavailable(self.name, self.policy.policy, str(error)) from None
         dropped = self.policy.take_pending()
@@ -246,10 +264,8 @@ class RedisQuotaStore:
         try:
             if not self.policy.idle:
                 await asyncio.to_thread(self._flush)
-            reply = await side.reserve(
-                keys=self._request_keys(request_id),
-                args=self._reserve_args(request_id, limits, True),
-                client=side.client,
+            reply = await _RESERVE.run_async(
+                side, self._keys, request_id.encode(), self._static(limits, True)
             )
         except UNAVAILABLE as error:
             return self._on_admit_error(request_id, error, True)
@@ -281,9 +297,7 @@ class RedisQuotaStore:
             self.policy.queue(op)
             return
         try:
-            reply = await side.settle(
-                keys=self._request_keys(op.request_id), args=self._settle_args(op), client=side.client
-            )
+            reply = await _SETTLE.run_async(side, self._keys, *self._settle_args(op))
         except UNAVAILABLE as error:
             self.policy.failed(error)
             self.policy.queue(op)
@@ -301,10 +315,8 @@ class RedisQuotaStore:
         try:
             if not self.policy.idle:
                 self._flush()
-            reply = self._reserve(
-                keys=self._request_keys(request_id),
-                args=self._reserve_args(request_id, limits, take_lease),
-                client=self._client,
+            reply = _RESERVE.run(
+                self._client, self._keys, request_id.encode(), self._static(limits, take_lease)
             )
         except UNAVAILABLE as error:
             return self._on_admit_error(request_id, error, take_lease)
@@ -316,9 +328,7 @@ class RedisQuotaStore:
         try:
             if not self.policy.idle:
                 self._flush()
-            reply = self._settle(
-                keys=self._request_keys(op.request_id), args=self._settle_args(op), client=self._client
-            )
+            reply = _SETTLE.run(self._client, self._keys, *self._settle_args(op))
         except UNAVAILABLE as error:
             self.policy.failed(error)
             return self._settle_degraded(op)
@@ -329,9 +339,7 @@ class RedisQuotaStore:
         ops = self.policy.take_pending()
         for index, op in enumerate(ops):
             try:
-                reply = self._settle(
-                    keys=self._request_keys(op.request_id), args=self._settle_args(op), client=self._client
-                )
+                reply = _SETTLE.run(self._client, self._keys, *self._settle_args(op))
             except BaseException:
                 self.policy.requeue(ops[index:])
                 raise
@@ -340,59 +348,51 @@ class RedisQuotaStore:
 
     # -- shared helpers ------------------------------------------------------------------------------
 
-    def _async_side(self) -> _AsyncSide | None:
+    def _async_side(self) -> Any:
+        """The ``redis.asyncio`` client of the running event loop (None: no URL to connect with)."""
         if self._async_url is None:
             return None
         loop = asyncio.get_running_loop()
         side = self._async.get(loop)
         if side is None:
-            side = self._async[loop] = _AsyncSide(connect_async(self._async_url))
+            side = self._async[loop] = connect_async(self._async_url)
         return side
-
-    def _request_keys(self, request_id: str) -> list[str]:
-        return [*self._keys, self._reply_prefix + request_id]
 
     def _ttl_ms(self, limits: QuotaLimits | None = None) -> int:
         budget = limits.max_total_time if limits is not None else None
         base = budget if budget is not None else IDLE_TTL_SECONDS
         return int((base + TTL_GRACE_SECONDS) * 1000) + self._lease_ms
 
-    def _reserve_args(self, request_id: str, limits: QuotaLimits, take_lease: bool) -> Sequence[Any]:
+    def _static(self, limits: QuotaLimits, take_lease: bool) -> bytes:
+        """Reserve's second argument: the pinned limits and settings, encoded once per limits object."""
         cached = self._pinned
         if cached[0] is not limits:  # Limits rarely change: format them once, not per admission.
-            cached = self._pinned = (limits, pin(limits, self._max_concurrency), self._ttl_ms(limits))
-        return [
-            request_id,
-            cached[1],
-            self._lease_ms,
-            self._estimate,
-            1 if take_lease else 0,
-            cached[2],
-            self._reply_ttl_ms,
-        ]
+            pinned, ttl_ms = pin(limits, self._max_concurrency), self._ttl_ms(limits)
+            common = f"{self._lease_ms} {self._estimate}"
+            tail = f"{ttl_ms} {self._reply_ttl_ms}"
+            static = (f"{pinned} {common} 0 {tail}".encode(), f"{pinned} {common} 1 {tail}".encode())
+            cached = self._pinned = (limits, pinned, ttl_ms, static)
+        return cached[3][take_lease]
 
-    def _settle_args(self, op: PendingOp) -> Sequence[Any]:
-        return [
-            op.request_id,
-            op.lease_id,
-            op.tokens,
-            op.executions,
-            int(op.release),
-            int(op.uncount),
-            self._lease_ms,
-            max(self._settle_ttl_ms, self._pinned[2]),
-            self._reply_ttl_ms,
-        ]
+    def _settle_args(self, op: PendingOp) -> tuple[bytes, bytes, bytes]:
+        ttl_ms = max(self._settle_ttl_ms, self._pinned[2])
+        numbers = (
+            f"{op.tokens} {op.executions} {int(op.release)} {int(op.uncount)} "
+            f"{self._lease_ms} {ttl_ms} {self._reply_ttl_ms}"
+        )
+        return op.request_id.encode(), op.lease_id.encode(), numbers.encode()
 
-    def _remember(self, reply: Sequence[Any]) -> QuotaUsage:
-        usage = QuotaUsage(int(reply[1]), int(reply[2]), int(reply[4]) / 1000)
+    def _remember(self, reply: bytes | str) -> QuotaUsage:
+        parts = _split(reply)
+        usage = QuotaUsage(int(parts[1]), int(parts[2]), int(parts[4]) / 1000)
         self._last = usage
         return usage
 
-    def _admitted(self, request_id: str, reply: Sequence[Any], limits: QuotaLimits) -> Reservation:
-        code = reply[0].decode() if isinstance(reply[0], bytes) else str(reply[0])
-        if code == "limits":
-            pinned = reply[6].decode() if isinstance(reply[6], bytes) else str(reply[6])
+    def _admitted(self, request_id: str, reply: bytes | str, limits: QuotaLimits) -> Reservation:
+        parts = _split(reply)
+        code = parts[0]
+        if code == b"limits":
+            pinned = parts[6].decode()
             mine = pin(limits, self._max_concurrency)
             msg = (
                 f"quota session {self.session!r} in {self.name} is pinned to limits {pinned} "
@@ -400,17 +400,18 @@ class RedisQuotaStore:
                 "of the fleet the same agent.subagent limits, or use another quota.session"
             )
             raise QuotaLimitsMismatchError(msg)
-        usage = self._remember(reply)
-        if code == "ok":
+        usage = QuotaUsage(int(parts[1]), int(parts[2]), int(parts[4]) / 1000)
+        self._last = usage
+        if code == b"ok":
             return Reservation(request_id, usage)
-        committed = usage.total_tokens + int(reply[3])
-        if code == "executions":
+        committed = usage.total_tokens + int(parts[3])
+        if code == b"executions":
             raise ExecutionLimitReached(usage.executions, limits.max_executions or 0)
-        if code == "tokens":
+        if code == b"tokens":
             raise TokenLimitExceeded(committed, limits.max_total_tokens or 0)
-        if code == "time":
+        if code == b"time":
             raise TimeLimitExceeded(usage.elapsed_seconds, limits.max_total_time or 0.0)
-        raise ConcurrencyLimitReached(int(reply[5]), self._max_concurrency or 0, "(fleet-wide)")
+        raise ConcurrencyLimitReached(int(parts[5]), self._max_concurrency or 0, "(fleet-wide)")
 
     def _on_admit_error(self, request_id: str, error: Exception, take_lease: bool) -> Reservation:
         self.policy.failed(error)
@@ -435,6 +436,13 @@ class RedisQuotaStore:
         usage = QuotaUsage(last.executions, last.total_tokens + op.tokens, last.elapsed_seconds)
         self._last = usage
         return usage
+
+
+def _split(reply: bytes | str) -> list[bytes]:
+    """A script's reply ``code|executions|tokens|reserved|elapsed_ms|active[|pinned]``, as bytes."""
+    if isinstance(reply, str):  # A client made with decode_responses=True.
+        reply = reply.encode()
+    return reply.split(b"|", 6)
 
 
 def pin(limits: QuotaLimits, max_concurrency: int | None) -> str:

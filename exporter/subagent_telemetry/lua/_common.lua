@@ -1,13 +1,17 @@
 -- Shared prelude of every subagent-telemetry script (prepended by _redis_store.py; not run alone).
--- KEYS[1] meta hash (counters, pinned limits, and one `est:<lease id>` field per open lease),
--- KEYS[2] lease zset (lease id -> expiry ms), KEYS[3] the request's reply key (idempotency).
--- All keys share the session's hash tag. Written for few redis.call()s: each one costs server CPU.
-local function int_arg(index, name)
-  local value = tonumber(ARGV[index])
-  if value == nil or value < 0 or value ~= math.floor(value) then
-    error('subagent_telemetry: ' .. name .. ' must be an integer >= 0, got ' .. tostring(ARGV[index]))
-  end
-  return value
+-- KEYS[1] meta hash (counters, pinned limits, bookkeeping, and one `est:<lease id>` field per open
+-- lease), KEYS[2] lease zset (lease id -> expiry ms), KEYS[3] / KEYS[4] the replies hashes (current and
+-- previous generation: request id -> reply, for idempotent retries). All keys share the session's hash
+-- tag. Written for few redis.call()s, each one costs server CPU: the hot path is HGET x2, TIME, HMGET,
+-- ZCARD, ZADD (leases only), HSET meta, HSET reply. Bookkeeping fields of the meta hash:
+--   next_expiry_ms  a lower bound of the earliest lease expiry (-1: no lease; absent: unknown), so the
+--                   expired-lease scan runs only when a lease can have expired;
+--   expires_ms      when the keys' TTL runs out, so PEXPIRE runs only when less than half is left;
+--   replies_ms      when the current replies generation started (rotated every reply_ttl_ms).
+local META = {'next_expiry_ms', 'expires_ms', 'replies_ms'}
+
+local function cached_reply()
+  return redis.call('HGET', KEYS[3], ARGV[1]) or redis.call('HGET', KEYS[4], ARGV[1])
 end
 
 local function now_ms()
@@ -15,29 +19,66 @@ local function now_ms()
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
 
--- Leases past their expiry leave the zset (their slot comes back); returns the sum of their unused
--- estimates (the caller gives it back) and how many expired.
-local function expire_leases(now)
-  local expired = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now)
-  local n = #expired
-  if n == 0 then return 0, 0 end
-  local fields = {}
-  for i, id in ipairs(expired) do fields[i] = 'est:' .. id end
-  local estimates = redis.call('HMGET', KEYS[1], unpack(fields))
-  local given_back = 0
-  for _, est in ipairs(estimates) do given_back = given_back + (tonumber(est) or 0) end
-  redis.call('HDEL', KEYS[1], unpack(fields))
-  redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
-  redis.call('HINCRBY', KEYS[1], 'expired_leases', n)
-  return given_back, n
-end
-
 -- Integers as strings: Lua prints large or negative-zero numbers in forms Redis does not parse.
 local function str(n)
   return string.format('%d', n)
 end
 
-local function remember(reply, reply_ttl_ms)
-  redis.call('SET', KEYS[3], cjson.encode(reply), 'PX', reply_ttl_ms)
+local function put(fields, name, value)
+  fields[#fields + 1] = name
+  fields[#fields + 1] = value
+end
+
+-- Leases past their expiry leave the zset (their slot comes back) when one can have expired; returns
+-- the sum of their unused estimates (the caller gives it back) and the new lower bound of expiries.
+local function expire_leases(now, raw_next, fields)
+  local next_expiry = tonumber(raw_next)
+  if next_expiry and (next_expiry < 0 or now < next_expiry) then return 0, next_expiry end
+  local expired = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now)
+  local given_back = 0
+  local n = #expired
+  if n > 0 then
+    local est = {}
+    for i, id in ipairs(expired) do est[i] = 'est:' .. id end
+    for _, value in ipairs(redis.call('HMGET', KEYS[1], unpack(est))) do
+      given_back = given_back + (tonumber(value) or 0)
+    end
+    redis.call('HDEL', KEYS[1], unpack(est))
+    redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
+    redis.call('HINCRBY', KEYS[1], 'expired_leases', n)
+  end
+  local first = redis.call('ZRANGE', KEYS[2], 0, 0, 'WITHSCORES')
+  next_expiry = tonumber(first[2]) or -1
+  put(fields, 'next_expiry_ms', str(next_expiry))
+  return given_back, next_expiry
+end
+
+-- Writes the meta fields, keeps the keys' TTL at least ttl_ms / 2 (refreshed to ttl_ms only when less is
+-- left), and stores the reply under the request id (rotating the replies generation when it is due).
+-- new_zset: the lease zset was just created (it has no TTL yet).
+local function finish(reply, fields, now, m_expires, m_replies, ttl_ms, reply_ttl_ms, new_zset)
+  local expires = tonumber(m_expires)
+  local refresh = not expires or expires - now < ttl_ms / 2
+  if refresh then put(fields, 'expires_ms', str(now + ttl_ms)) end
+  local since = tonumber(m_replies)
+  local rotate = not since or now - since >= reply_ttl_ms
+  if rotate then
+    -- Every reply stays at least reply_ttl_ms: a generation lives reply_ttl_ms as the current one, then
+    -- reply_ttl_ms as the previous one.
+    if redis.call('EXISTS', KEYS[3]) == 1 then
+      redis.call('RENAME', KEYS[3], KEYS[4])
+      redis.call('PEXPIRE', KEYS[4], reply_ttl_ms)
+    end
+    put(fields, 'replies_ms', str(now))
+  end
+  if #fields > 0 then redis.call('HSET', KEYS[1], unpack(fields)) end
+  if refresh then  -- After the HSET: it may have created the meta hash.
+    redis.call('PEXPIRE', KEYS[1], ttl_ms)
+    redis.call('PEXPIRE', KEYS[2], ttl_ms)
+  elseif new_zset then
+    redis.call('PEXPIRE', KEYS[2], expires - now)
+  end
+  redis.call('HSET', KEYS[3], ARGV[1], reply)
+  if rotate then redis.call('PEXPIRE', KEYS[3], 2 * reply_ttl_ms) end
   return reply
 end

@@ -1,70 +1,72 @@
 -- Admit one execution: check every limit, count it, and (take_lease = 1) hold a leased concurrency slot
 -- with its token estimate. One atomic step for the whole fleet.
--- ARGV: 1 request id (= lease id), 2 limits "executions|tokens|time_ms|concurrency" ('' = unlimited),
---       3 lease_ms, 4 estimated tokens, 5 take_lease (0/1), 6 key ttl_ms, 7 reply ttl_ms
--- Reply: {code, executions, tokens, reserved, elapsed_ms, active[, pinned limits]}; code is 'ok',
+-- ARGV: 1 request id (= lease id),
+--       2 'executions|tokens|time_ms|concurrency lease_ms estimated_tokens take_lease ttl_ms reply_ttl_ms'
+--         (the limits as pinned, '' = unlimited, then integers; one argument: cheaper to send and parse)
+-- Reply: 'code|executions|tokens|reserved|elapsed_ms|active[|pinned limits]'; code is 'ok',
 -- 'executions', 'tokens', 'time', 'concurrency' (refused) or 'limits' (this process's limits differ).
-local cached = redis.call('GET', KEYS[3])
-if cached then return cjson.decode(cached) end
+local cached = cached_reply()
+if cached then return cached end
 
-local lease_ms = int_arg(3, 'lease_ms')
-local estimate = int_arg(4, 'estimated tokens')
-local take_lease = int_arg(5, 'take_lease')
-local ttl_ms = int_arg(6, 'ttl_ms')
-local reply_ttl_ms = int_arg(7, 'reply_ttl_ms')
-local limits = {}
-local i = 0
-for part in string.gmatch(ARGV[2] .. '|', '([^|]*)|') do
-  i = i + 1
-  if part ~= '' then
-    local value = tonumber(part)
-    if value == nil or value <= 0 or value ~= math.floor(value) then
-      error('subagent_telemetry: limit ' .. i .. ' must be an integer > 0 or empty, got ' .. part)
-    end
-    limits[i] = value
-  end
+local pinned, l1, l2, l3, l4, lease_ms, estimate, take_lease, ttl_ms, reply_ttl_ms = string.match(
+  ARGV[2], '^((%d*)|(%d*)|(%d*)|(%d*)) (%d+) (%d+) ([01]) (%d+) (%d+)$')
+if not pinned or ARGV[1] == '' then
+  error('subagent_telemetry: reserve arguments must be a request id and "executions|tokens|time_ms|'
+    .. 'concurrency lease_ms estimated_tokens take_lease ttl_ms reply_ttl_ms" (integers >= 0, estimated '
+    .. 'tokens included), got ' .. tostring(ARGV[2]))
 end
-if i ~= 4 or lease_ms <= 0 or ttl_ms <= 0 or reply_ttl_ms <= 0 then
-  error('subagent_telemetry: malformed reserve arguments')
+local limits = {tonumber(l1), tonumber(l2), tonumber(l3), tonumber(l4)}
+lease_ms, estimate, ttl_ms, reply_ttl_ms = tonumber(lease_ms), tonumber(estimate), tonumber(ttl_ms), tonumber(reply_ttl_ms)
+if limits[1] == 0 or limits[2] == 0 or limits[3] == 0 or limits[4] == 0
+    or lease_ms <= 0 or ttl_ms <= 0 or reply_ttl_ms <= 0 then
+  error('subagent_telemetry: limits and durations must be > 0, got ' .. ARGV[2])
 end
+take_lease = take_lease == '1'
 
 local now = now_ms()
-local m = redis.call('HMGET', KEYS[1], 'limits', 'executions', 'tokens', 'reserved', 'started_ms')
-if m[1] and m[1] ~= ARGV[2] then
-  return {'limits', 0, 0, 0, 0, 0, m[1]}
+local m = redis.call('HMGET', KEYS[1], 'limits', 'executions', 'tokens', 'reserved', 'started_ms', unpack(META))
+if m[1] and m[1] ~= pinned then
+  return 'limits|0|0|0|0|0|' .. m[1]
 end
 local executions, tokens, reserved = tonumber(m[2]) or 0, tonumber(m[3]) or 0, tonumber(m[4]) or 0
-local started = tonumber(m[5]) or now
-local given_back = expire_leases(now)
+local started = tonumber(m[5])
+local fields = {}
+if not m[1] then put(fields, 'limits', pinned) end
+if not started then
+  started = now
+  put(fields, 'started_ms', str(now))
+end
+local given_back, next_expiry = expire_leases(now, m[6], fields)
 reserved = reserved - given_back
 local active = redis.call('ZCARD', KEYS[2])
 
 local code = 'ok'
 if limits[1] and executions >= limits[1] then
   code = 'executions'
-elseif limits[2] and (tokens + reserved >= limits[2] or (take_lease == 1 and tokens + reserved + estimate > limits[2])) then
+elseif limits[2] and (tokens + reserved >= limits[2] or (take_lease and tokens + reserved + estimate > limits[2])) then
   code = 'tokens'
 elseif limits[3] and now - started >= limits[3] then
   code = 'time'
-elseif take_lease == 1 and limits[4] and active >= limits[4] then
+elseif take_lease and limits[4] and active >= limits[4] then
   code = 'concurrency'
 end
 
-local fields = {'limits', ARGV[2], 'started_ms', str(started), 'reserved', str(reserved)}
+local new_zset = false
 if code == 'ok' then
   executions = executions + 1
-  fields[#fields + 1] = 'executions'
-  fields[#fields + 1] = str(executions)
-  if take_lease == 1 then
+  put(fields, 'executions', str(executions))
+  if take_lease then
     reserved = reserved + estimate
-    fields[6] = str(reserved)
-    fields[#fields + 1] = 'est:' .. ARGV[1]
-    fields[#fields + 1] = str(estimate)
-    redis.call('ZADD', KEYS[2], now + lease_ms, ARGV[1])
-    redis.call('PEXPIRE', KEYS[2], ttl_ms)
+    put(fields, 'est:' .. ARGV[1], str(estimate))
+    local expiry = now + lease_ms
+    redis.call('ZADD', KEYS[2], expiry, ARGV[1])
+    new_zset = active == 0
+    if next_expiry == nil or next_expiry < 0 or expiry < next_expiry then
+      put(fields, 'next_expiry_ms', str(expiry))
+    end
     active = active + 1
   end
 end
-redis.call('HSET', KEYS[1], unpack(fields))
-redis.call('PEXPIRE', KEYS[1], ttl_ms)
-return remember({code, executions, tokens, reserved, now - started, active}, reply_ttl_ms)
+if given_back ~= 0 or (code == 'ok' and take_lease) then put(fields, 'reserved', str(reserved)) end
+local reply = table.concat({code, str(executions), str(tokens), str(reserved), str(now - started), str(active)}, '|')
+return finish(reply, fields, now, m[7], m[8], ttl_ms, reply_ttl_ms, new_zset)

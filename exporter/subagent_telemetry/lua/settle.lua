@@ -1,60 +1,62 @@
 -- Add tokens, renew or release a lease, or replay what was decided while the store was unreachable.
--- ARGV: 1 request id, 2 lease id ('' = none), 3 tokens, 4 executions to add (replay), 5 release (0/1),
---       6 uncount (1 = the lease's reserve was never used by the client: give its execution back),
---       7 lease_ms, 8 key ttl_ms, 9 reply ttl_ms
--- Reply: {'ok', executions, tokens, reserved, elapsed_ms, active}
-local cached = redis.call('GET', KEYS[3])
-if cached then return cjson.decode(cached) end
+-- ARGV: 1 request id, 2 lease id ('' = none),
+--       3 'tokens executions release uncount lease_ms ttl_ms reply_ttl_ms' (integers >= 0; executions:
+--         to add (replay); uncount 1 = the lease's reserve was never used by the client: give its
+--         execution back)
+-- Reply: 'ok|executions|tokens|reserved|elapsed_ms|active'
+local cached = cached_reply()
+if cached then return cached end
 
-local tokens = int_arg(3, 'tokens')
-local add_executions = int_arg(4, 'executions')
-local release = int_arg(5, 'release')
-local uncount = int_arg(6, 'uncount')
-local lease_ms = int_arg(7, 'lease_ms')
-local ttl_ms = int_arg(8, 'ttl_ms')
-local reply_ttl_ms = int_arg(9, 'reply_ttl_ms')
+local tokens, add_executions, release, uncount, lease_ms, ttl_ms, reply_ttl_ms = string.match(
+  ARGV[3], '^(%d+) (%d+) ([01]) ([01]) (%d+) (%d+) (%d+)$')
+if not tokens or ARGV[1] == '' then
+  error('subagent_telemetry: settle arguments must be a request id, a lease id and "tokens executions '
+    .. 'release uncount lease_ms ttl_ms reply_ttl_ms" (integers >= 0), got ' .. tostring(ARGV[3]))
+end
+tokens, add_executions = tonumber(tokens), tonumber(add_executions)
+lease_ms, ttl_ms, reply_ttl_ms = tonumber(lease_ms), tonumber(ttl_ms), tonumber(reply_ttl_ms)
 if lease_ms <= 0 or ttl_ms <= 0 or reply_ttl_ms <= 0 then
-  error('subagent_telemetry: malformed settle arguments')
+  error('subagent_telemetry: durations must be > 0, got ' .. ARGV[3])
 end
 
 local now = now_ms()
 local lease = ARGV[2]
 local field = 'est:' .. lease
-local m = redis.call('HMGET', KEYS[1], 'executions', 'tokens', 'reserved', 'started_ms', field)
+local m = redis.call('HMGET', KEYS[1], 'executions', 'tokens', 'reserved', 'started_ms', field, unpack(META))
 local executions, total, reserved = tonumber(m[1]) or 0, tonumber(m[2]) or 0, tonumber(m[3]) or 0
-local started = tonumber(m[4]) or now
+local started = tonumber(m[4])
 local estimate = tonumber(m[5])
 local fields = {}
+if not started then
+  started = now
+  put(fields, 'started_ms', str(now))
+end
+local changed = false
 if lease ~= '' and estimate then
   local held = tonumber(redis.call('ZSCORE', KEYS[2], lease))
   if held and held > now then
-    if release == 1 then
+    changed = true
+    if release == '1' then
       reserved = reserved - estimate
       redis.call('HDEL', KEYS[1], field)
       redis.call('ZREM', KEYS[2], lease)
-      if uncount == 1 then executions = executions - 1 end
+      if uncount == '1' then executions = executions - 1 end
     else
       local used = math.min(estimate, tokens)
       reserved = reserved - used
-      fields = {field, str(estimate - used)}
+      put(fields, field, str(estimate - used))
+      -- A later expiry: next_expiry_ms stays a valid lower bound.
       redis.call('ZADD', KEYS[2], 'XX', now + lease_ms, lease)
-      redis.call('PEXPIRE', KEYS[2], ttl_ms)
     end
   end
 end
-local given_back = expire_leases(now)
+local given_back = expire_leases(now, m[6], fields)
 reserved = reserved - given_back
 executions = executions + add_executions
 total = total + tokens
-fields[#fields + 1] = 'executions'
-fields[#fields + 1] = str(executions)
-fields[#fields + 1] = 'tokens'
-fields[#fields + 1] = str(total)
-fields[#fields + 1] = 'reserved'
-fields[#fields + 1] = str(reserved)
-fields[#fields + 1] = 'started_ms'
-fields[#fields + 1] = str(started)
-redis.call('HSET', KEYS[1], unpack(fields))
-redis.call('PEXPIRE', KEYS[1], ttl_ms)
+if changed or add_executions ~= 0 then put(fields, 'executions', str(executions)) end
+if tokens ~= 0 then put(fields, 'tokens', str(total)) end
+if changed or given_back ~= 0 then put(fields, 'reserved', str(reserved)) end
 local active = redis.call('ZCARD', KEYS[2])
-return remember({'ok', executions, total, reserved, now - started, active}, reply_ttl_ms)
+local reply = table.concat({'ok', str(executions), str(total), str(reserved), str(now - started), str(active)}, '|')
+return finish(reply, fields, now, m[7], m[8], ttl_ms, reply_ttl_ms, false)
