@@ -163,12 +163,15 @@ class Execution:
 
     # -- admission -----------------------------------------------------------------------------------
 
-    def _begin(self, parent: Execution | None) -> None:
+    def _begin(self, parent: Execution | None, depth: int | None = None) -> None:
+        """Place the execution under ``parent`` (one level deeper, unless ``depth`` is given)."""
         if self._started_at or self._finished:
             msg = "an Execution object can only be entered once; call tel.execution() again"
             raise RuntimeError(msg)
         self.parent = parent
-        depth = self.depth = parent.depth + 1 if parent is not None else 1
+        if depth is None:
+            depth = parent.depth + 1 if parent is not None else 1
+        self.depth = depth
         max_depth = self._tel._max_depth
         if depth > max_depth:
             self.depth_label = str(depth)
@@ -219,6 +222,14 @@ class Execution:
         self._tel._recorder.refused(self, error)
         raise error
 
+    def _admit_sync(self, nested: bool) -> None:
+        """Take a concurrency slot (only top-level admissions wait for one), then the budget."""
+        slots = self._tel._slots
+        if not slots.try_acquire() and (nested or not slots.acquire(self._wait_seconds())):
+            self._refuse(ConcurrencyLimitReached(slots.in_use, slots.limit))
+        self._slot = True
+        self._reserve(wait=not nested)
+
     async def _admit_async(self) -> None:
         self._begin(self._tel._current.get())
         slots = self._tel._slots
@@ -255,25 +266,20 @@ class Execution:
         self._finished = True
         tel = self._tel
         try:
-            # Time can go backwards with an injected clock; never record a negative duration.
-            self.duration_seconds = max(tel._clock() - self._started_at, 0.0)
+            self.duration_seconds = self.elapsed()
             if exc is None and outcome is None:
                 self.status = self.status or Status.COMPLETE
             else:
                 if outcome is None:
                     assert exc is not None
-                    outcome = classify(exc, self._tel._error_classifier)
+                    outcome = classify(exc, tel._error_classifier)
                 if isinstance(outcome, Status):
                     self.status = outcome
                 else:
                     self.status = None
                     self.error_type = outcome
         finally:
-            if self._slot and self._lease is None:
-                self._slot = False
-                tel._slots.release()
-            else:
-                self._release_slot()
+            self._release_slot()
         tel._recorder.finished(self)
         if tel._log_level is not None:
             tel._log_execution(self)
@@ -285,11 +291,7 @@ class Execution:
         current = tel._current
         parent = current.get()
         self._begin(parent)
-        slots = tel._slots
-        if not slots.try_acquire() and (parent is not None or not slots.acquire(self._wait_seconds())):
-            self._refuse(ConcurrencyLimitReached(slots.in_use, slots.limit))
-        self._slot = True
-        self._reserve(wait=parent is None)
+        self._admit_sync(nested=parent is not None)
         self._token = current.set(self)
         return self
 
@@ -349,28 +351,11 @@ class SubagentMetrics(Execution):
     def __init__(self, tel: SubagentTelemetry, name: str, depth: int | None, max_turns: int | None) -> None:
         super().__init__(tel, name, max_turns)
         self._lock = threading.Lock()
-        parent = tel._current.get()
-        if depth is not None:
-            if depth < 1:
-                msg = f"depth must be >= 1, got {depth!r}"
-                raise ValueError(msg)
-            self._begin_at(depth)
-        else:
-            self._begin(parent)
-        slots = tel._slots
-        nested = self.parent is not None or self.depth > 1
-        if not slots.try_acquire() and (nested or not slots.acquire(self._wait_seconds())):
-            self._refuse(ConcurrencyLimitReached(slots.in_use, slots.limit))
-        self._slot = True
-        self._reserve(wait=not nested)
-
-    def _begin_at(self, depth: int) -> None:
-        self.parent = self._tel._current.get()
-        self.depth = depth
-        self.depth_label = str(depth)
-        max_depth = self._tel._max_depth
-        if depth > max_depth:
-            self._refuse(DepthLimitExceeded(depth, max_depth))
+        if depth is not None and depth < 1:
+            msg = f"depth must be >= 1, got {depth!r}"
+            raise ValueError(msg)
+        self._begin(tel._current.get(), depth)
+        self._admit_sync(nested=self.parent is not None or self.depth > 1)
 
     def record_completion(
         self, turns: int = 0, tokens: int = 0, status: Status | str = Status.COMPLETE

@@ -239,7 +239,7 @@ class SubagentTelemetry:
 
     def _log_execution(self, run: Execution) -> None:
         level = self._log_level
-        if level is None or not _exec_log.isEnabledFor(level):
+        if level is None or not _exec_log.isEnabledFor(level):  # Callers check None first (hot path).
             return
         outcome = run.status.value if run.status is not None else f"error:{run.error_type}"
         _exec_log.log(
