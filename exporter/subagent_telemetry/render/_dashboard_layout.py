@@ -172,7 +172,7 @@ def overview(config: Config) -> dashboard.Dashboard:
             kit.timeseries(
                 "Completions by status",
                 "Executions that finished without error per second: complete, or incomplete "
-                "(stopped by the turn limit or output truncation).",
+                "(ran out of turns, or marked incomplete by the agent code).",
                 "ops",
                 [Target(q.completions(), kit.legend(*keep, "status"))],
                 stacked=True,
