@@ -40,10 +40,10 @@ from benchmarks.bench_core import (
 )
 from subagent_telemetry import _catalog as cat
 from subagent_telemetry._config import Config
-from subagent_telemetry._otel import OtelBackend
-from subagent_telemetry._quota import QuotaLimits, QuotaUsage
 from subagent_telemetry._telemetry import SubagentTelemetry
 from subagent_telemetry._vocab import Status
+from subagent_telemetry.backends._otel import OtelBackend
+from subagent_telemetry.quota._tracker import QuotaLimits, QuotaUsage
 
 AREA = "otel"
 TARGET_RATIO = 1.1

@@ -22,7 +22,7 @@ from typing import Any
 import redis
 
 from subagent_telemetry import Config, QuotaExceeded, QuotaLimits
-from subagent_telemetry._redis_store import RedisQuotaStore, connect
+from subagent_telemetry.quota._redis_store import RedisQuotaStore, connect
 
 try:  # As benchmarks.bench_redis (tests) or as bench_redis (run.py puts benchmarks/ on sys.path).
     from benchmarks.bench_core import Figure

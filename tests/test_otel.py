@@ -24,9 +24,9 @@ from prometheus_client.openmetrics.exposition import generate_latest as openmetr
 from subagent_telemetry import _catalog as cat
 from subagent_telemetry._config import Config
 from subagent_telemetry._errors import DepthLimitExceeded, TokenLimitExceeded, TurnLimitExceeded
-from subagent_telemetry._otel_logs import RateLimitFilter
-from subagent_telemetry._otel_metrics import GENAI_DURATION_BUCKETS, GENAI_TOKEN_BUCKETS
 from subagent_telemetry._telemetry import SubagentTelemetry
+from subagent_telemetry.backends._otel_logs import RateLimitFilter
+from subagent_telemetry.backends._otel_metrics import GENAI_DURATION_BUCKETS, GENAI_TOKEN_BUCKETS
 from tests.support.expected_series import check, parity_config, run_reference_workload
 
 #: What any process exports (the quota-store metrics need a shared store).

@@ -18,7 +18,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExporter, SpanExportResult
 
 from subagent_telemetry._config import Config
-from subagent_telemetry._otel_setup import (
+from subagent_telemetry.backends._otel_setup import (
     OwnedProviders,
     build_resource,
     metric_exporter,

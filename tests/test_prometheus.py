@@ -167,7 +167,7 @@ class TestAgentLabel:
 class TestExposition:
     def test_openmetrics_exposition_carries_exemplars_when_traced(self, registry: CollectorRegistry) -> None:
         """With a trace id on the run, duration and token observations carry it as an exemplar."""
-        from subagent_telemetry._prometheus import PrometheusBackend
+        from subagent_telemetry.backends._prometheus import PrometheusBackend
 
         backend = PrometheusBackend(registry, max_depth=1, exemplars=True)
 

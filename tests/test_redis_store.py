@@ -19,8 +19,8 @@ from subagent_telemetry import (
     SubagentTelemetry,
     TimeLimitExceeded,
 )
-from subagent_telemetry._store_policy import FailurePolicy
 from subagent_telemetry.fleet import QuotaLimitsMismatchError, QuotaStoreUnavailable
+from subagent_telemetry.quota._store_policy import FailurePolicy
 from tests.support.servers import (
     ManagedProcess,
     RunningServer,
@@ -33,7 +33,7 @@ from tests.support.servers import (
 from tests.support.tcp_proxy import TcpProxy
 
 redis = pytest.importorskip("redis")
-from subagent_telemetry._redis_store import (  # noqa: E402 - after the importorskip of the extra
+from subagent_telemetry.quota._redis_store import (  # noqa: E402 - after the importorskip of the extra
     RESERVE_LUA,
     RedisQuotaStore,
     pin,

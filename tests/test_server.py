@@ -14,7 +14,7 @@ from prometheus_client import CollectorRegistry
 
 from subagent_telemetry import ConfigError, SubagentTelemetry
 from subagent_telemetry._config import PrometheusConfig
-from subagent_telemetry._server import serve_metrics
+from subagent_telemetry.backends._server import serve_metrics
 from tests.conftest import make_config
 
 

@@ -11,8 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from subagent_telemetry._alert_log import AlertLog, format_alert
-from subagent_telemetry._stack import (
+from subagent_telemetry.cli import build_parser
+from subagent_telemetry.tools._alert_log import AlertLog, format_alert
+from subagent_telemetry.tools._stack import (
     StackError,
     StackOptions,
     alertmanager_config,
@@ -22,7 +23,6 @@ from subagent_telemetry._stack import (
     prometheus_config,
     rewrite_hosts,
 )
-from subagent_telemetry.cli import build_parser
 
 REPO = Path(__file__).resolve().parents[1]
 COMPOSE_DIR = REPO / "compose"

@@ -26,9 +26,9 @@ from ._vocab import ErrorType, Resource, Status
 if TYPE_CHECKING:
     from ._config import Config, load_config
     from ._execution import Execution, SubagentMetrics
-    from ._quota import InMemoryQuotaStore, QuotaLimits, QuotaStore, QuotaTracker, QuotaUsage
-    from ._server import MetricsServer
     from ._telemetry import SubagentTelemetry
+    from .backends._server import MetricsServer
+    from .quota._tracker import InMemoryQuotaStore, QuotaLimits, QuotaStore, QuotaTracker, QuotaUsage
 
 #: Public names loaded on first access, and the private module each one lives in.
 _LAZY = {
@@ -36,12 +36,12 @@ _LAZY = {
     "load_config": "._config",
     "Execution": "._execution",
     "SubagentMetrics": "._execution",
-    "InMemoryQuotaStore": "._quota",
-    "QuotaLimits": "._quota",
-    "QuotaStore": "._quota",
-    "QuotaTracker": "._quota",
-    "QuotaUsage": "._quota",
-    "MetricsServer": "._server",
+    "InMemoryQuotaStore": ".quota._tracker",
+    "QuotaLimits": ".quota._tracker",
+    "QuotaStore": ".quota._tracker",
+    "QuotaTracker": ".quota._tracker",
+    "QuotaUsage": ".quota._tracker",
+    "MetricsServer": ".backends._server",
     "SubagentTelemetry": "._telemetry",
 }
 

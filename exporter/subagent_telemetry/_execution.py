@@ -23,8 +23,8 @@ from ._errors import (
     TokenLimitExceeded,
     TurnLimitExceeded,
 )
-from ._quota import QuotaUsage, Reservation
 from ._vocab import ErrorType, Resource, Status
+from .quota._tracker import QuotaUsage, Reservation
 
 if TYPE_CHECKING:
     from ._telemetry import SubagentTelemetry

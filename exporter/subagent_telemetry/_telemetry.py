@@ -16,15 +16,15 @@ from prometheus_client import REGISTRY, CollectorRegistry
 from ._config import Config
 from ._execution import ErrorClassifier, Execution, SubagentMetrics
 from ._labels import AgentLabelMapper
-from ._multiprocess import multiprocess_dir, multiprocess_registry
-from ._prometheus import PrometheusBackend, QuotaCollector
-from ._prometheus_mp import MultiprocessPrometheusBackend
-from ._quota import Clock, InMemoryQuotaStore, QuotaLimits, QuotaStore, QuotaTracker
 from ._recorder import Backend, Recorder
-from ._server import MetricsServer, serve_metrics
-from ._slots import Slots
-from ._store_policy import FailurePolicy
 from ._vocab import Resource
+from .backends._multiprocess import multiprocess_dir, multiprocess_registry
+from .backends._prometheus import PrometheusBackend, QuotaCollector
+from .backends._prometheus_mp import MultiprocessPrometheusBackend
+from .backends._server import MetricsServer, serve_metrics
+from .quota._slots import Slots
+from .quota._store_policy import FailurePolicy
+from .quota._tracker import Clock, InMemoryQuotaStore, QuotaLimits, QuotaStore, QuotaTracker
 
 _log = logging.getLogger("subagent_telemetry")
 _exec_log = logging.getLogger("subagent_telemetry.executions")
@@ -88,7 +88,7 @@ class SubagentTelemetry:
         otlp = self.config.telemetry.otlp
         tracing = False
         if otlp.enabled or meter_provider is not None or tracer_provider is not None:
-            from ._otel import OtelBackend  # noqa: PLC0415 - the OTel SDK loads only when enabled
+            from .backends._otel import OtelBackend  # noqa: PLC0415 - the OTel SDK loads only when enabled
 
             otel = OtelBackend(
                 self.config,
@@ -141,7 +141,7 @@ class SubagentTelemetry:
     def _store_from_config(self, clock: Clock) -> QuotaStore:
         if self.config.quota.store == "memory":
             return InMemoryQuotaStore(clock)
-        from ._redis_store import RedisQuotaStore  # noqa: PLC0415 - redis loads only when configured
+        from .quota._redis_store import RedisQuotaStore  # noqa: PLC0415 - redis loads only when configured
 
         return cast(QuotaStore, RedisQuotaStore.from_config(self.config))
 

@@ -64,8 +64,8 @@ def _cmd_render(args: argparse.Namespace) -> int:
 def _cmd_demo(args: argparse.Namespace) -> int:
     from prometheus_client import CollectorRegistry  # noqa: PLC0415
 
-    from ._demo import DemoOptions, run_demo  # noqa: PLC0415
     from ._telemetry import SubagentTelemetry  # noqa: PLC0415
+    from .tools._demo import DemoOptions, run_demo  # noqa: PLC0415
 
     config = _load(args)
     # `docker stop` and process managers send SIGTERM: stop like Ctrl-C, so OTLP data is flushed.
@@ -144,7 +144,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _cmd_stack_up(args: argparse.Namespace) -> int:
-    from ._stack import StackError, StackOptions, run_stack  # noqa: PLC0415
+    from .tools._stack import StackError, StackOptions, run_stack  # noqa: PLC0415
 
     options = StackOptions(
         config_path=args.config,

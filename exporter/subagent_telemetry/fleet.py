@@ -1,17 +1,17 @@
 """Running a fleet: the shared-store errors, Prometheus multiprocess mode and Pushgateway batch runs.
 
 See docs/fleet.md. ``RedisQuotaStore`` is selected by ``quota.store: redis://…`` (it needs the
-``redis`` extra) and is importable from ``subagent_telemetry._redis_store`` for injection in tests.
+``redis`` extra) and is importable from ``subagent_telemetry.quota._redis_store`` for injection in tests.
 """
 
-from ._multiprocess import (
+from .backends._multiprocess import (
     child_exit,
     mark_process_dead,
     multiprocess_registry,
     prepare_multiprocess_dir,
 )
-from ._pushgateway import BatchPush, push_on_exit
-from ._store_errors import QuotaLimitsMismatchError, QuotaStoreUnavailable
+from .backends._pushgateway import BatchPush, push_on_exit
+from .quota._store_errors import QuotaLimitsMismatchError, QuotaStoreUnavailable
 
 __all__ = [
     "BatchPush",

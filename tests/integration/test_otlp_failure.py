@@ -20,8 +20,8 @@ pytest.importorskip("opentelemetry.sdk")
 from prometheus_client import CollectorRegistry
 
 from subagent_telemetry._config import Config
-from subagent_telemetry._otel_logs import reset_rate_limit
 from subagent_telemetry._telemetry import SubagentTelemetry
+from subagent_telemetry.backends._otel_logs import reset_rate_limit
 from tests.support.otlp_receiver import HangingServer, closed_port_endpoint, failing_receiver, http_receiver
 
 pytestmark = pytest.mark.integration

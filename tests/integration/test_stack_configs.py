@@ -10,7 +10,12 @@ import pytest
 import yaml
 
 from subagent_telemetry import Config
-from subagent_telemetry._stack import alertmanager_config, dump_yaml, prometheus_config, render_rules_into
+from subagent_telemetry.tools._stack import (
+    alertmanager_config,
+    dump_yaml,
+    prometheus_config,
+    render_rules_into,
+)
 from tests.support.servers import tool
 
 pytestmark = pytest.mark.integration

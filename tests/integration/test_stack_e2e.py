@@ -26,7 +26,7 @@ from typing import Any
 import pytest
 import yaml
 
-from subagent_telemetry._stack import Stack, StackOptions
+from subagent_telemetry.tools._stack import Stack, StackOptions
 from tests.support.servers import prom_query, tool, tools_dir, wait_for
 
 pytestmark = pytest.mark.integration

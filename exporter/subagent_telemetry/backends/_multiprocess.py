@@ -21,7 +21,7 @@ from prometheus_client import CollectorRegistry
 from prometheus_client import multiprocess as _mp
 
 if TYPE_CHECKING:
-    from ._telemetry import SubagentTelemetry
+    from .._telemetry import SubagentTelemetry
 
 ENV_VAR = "PROMETHEUS_MULTIPROC_DIR"
 

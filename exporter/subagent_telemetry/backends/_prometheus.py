@@ -26,11 +26,11 @@ from prometheus_client.registry import Collector
 from prometheus_client.samples import Exemplar
 from prometheus_client.utils import floatToGoString
 
-from . import _catalog as cat
-from ._errors import QuotaExceeded
-from ._quota import QuotaLimits, QuotaUsage
-from ._recorder import RunView
-from ._vocab import BUDGET_RESOURCES, ErrorType, Resource, Status
+from .. import _catalog as cat
+from .._errors import QuotaExceeded
+from .._recorder import RunView
+from .._vocab import BUDGET_RESOURCES, ErrorType, Resource, Status
+from ..quota._tracker import QuotaLimits, QuotaUsage
 
 _STATUSES = tuple(Status)
 _ERROR_TYPES = tuple(ErrorType)

@@ -1,6 +1,6 @@
 """A webhook receiver for Alertmanager that prints one line per alert: the local stack's default receiver.
 
-``python -m subagent_telemetry._alert_log --port 9095`` serves ``POST /alerts`` (Alertmanager's webhook
+``python -m subagent_telemetry.tools._alert_log --port 9095`` serves ``POST /alerts`` (Alertmanager's webhook
 payload, version 4) and ``GET /-/healthy``. ``subagent-telemetry stack up`` runs the same server in a
 thread, so alerts show up in the terminal that started the stack.
 """

@@ -13,10 +13,10 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from . import _catalog as cat
-from ._errors import QuotaExceeded
-from ._recorder import RunView
-from ._vocab import ErrorType, Resource, Status
+from .. import _catalog as cat
+from .._errors import QuotaExceeded
+from .._recorder import RunView
+from .._vocab import ErrorType, Resource, Status
 
 
 class _Children:

@@ -21,10 +21,10 @@ from prometheus_client import CollectorRegistry, pushadd_to_gateway
 from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from . import _catalog as cat
+from .. import _catalog as cat
 
 if TYPE_CHECKING:
-    from ._telemetry import SubagentTelemetry
+    from .._telemetry import SubagentTelemetry
 
 _log = logging.getLogger("subagent_telemetry")
 _LABEL_RE = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")

@@ -30,8 +30,8 @@ from typing import Any, TextIO
 
 import yaml
 
+from .._config import Config
 from ._alert_log import AlertLog
-from ._config import Config
 
 LOOPBACK = "127.0.0.1"
 TOOLS_ENV = "SUBAGENT_TELEMETRY_TOOLS"
@@ -39,7 +39,7 @@ TOOLS_ENV = "SUBAGENT_TELEMETRY_TOOLS"
 SERVICE_PORTS: Mapping[str, int] = {"demo": 9464, "prometheus": 9090, "alertmanager": 9093, "alert-log": 9095}
 #: Debian installs some binaries under a prefixed name.
 _TOOL_ALIASES: Mapping[str, tuple[str, ...]] = {"alertmanager": ("alertmanager", "prometheus-alertmanager")}
-_REPO_ROOT = Path(__file__).resolve().parents[2]
+_REPO_ROOT = Path(__file__).resolve().parents[3]
 
 
 class StackError(RuntimeError):
@@ -202,8 +202,8 @@ def render_rules_into(config: Config, dest: Path) -> Path:
 
     Only the file Prometheus loads: the other formats and the promtool tests are not needed here.
     """
-    from .render._rules_yaml import dump_yaml as dump_rules  # noqa: PLC0415 - render-only deps
-    from .render.rules import RULES_FILE, rule_groups  # noqa: PLC0415
+    from ..render._rules_yaml import dump_yaml as dump_rules  # noqa: PLC0415 - render-only deps
+    from ..render.rules import RULES_FILE, rule_groups  # noqa: PLC0415
 
     groups = rule_groups(config)
     dest.mkdir(parents=True, exist_ok=True)
@@ -339,7 +339,7 @@ class Stack:
         self._wait_ready()
 
     def _config(self) -> Config:
-        from ._config import load_config  # noqa: PLC0415
+        from .._config import load_config  # noqa: PLC0415
 
         if self.options.config_path is not None:
             return load_config(self.options.config_path)

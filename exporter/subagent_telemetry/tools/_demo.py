@@ -14,9 +14,9 @@ import time
 from dataclasses import dataclass, field
 from typing import TextIO
 
-from ._errors import QuotaExceeded, SubagentInputError
-from ._execution import Execution
-from ._telemetry import SubagentTelemetry
+from .._errors import QuotaExceeded, SubagentInputError
+from .._execution import Execution
+from .._telemetry import SubagentTelemetry
 
 AGENT_NAMES = ("planner", "researcher", "coder", "reviewer", "summarizer")
 

@@ -21,7 +21,7 @@ from opentelemetry.sdk.resources import OTELResourceDetector, Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
-from ._config import Config, OtlpConfig
+from .._config import Config, OtlpConfig
 
 _GRPC = "grpc"
 _HTTP = "http/protobuf"

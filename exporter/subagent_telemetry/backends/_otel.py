@@ -20,15 +20,15 @@ from opentelemetry import trace
 from opentelemetry.context import Context
 from opentelemetry.trace import SpanKind, StatusCode
 
-from ._config import Config
-from ._errors import QuotaExceeded
-from ._execution import SubagentMetrics
+from .._config import Config
+from .._errors import QuotaExceeded
+from .._execution import SubagentMetrics
+from .._recorder import RunView
+from .._vocab import ErrorType, Resource, Status
+from ..quota._tracker import QuotaLimits, QuotaUsage
 from ._otel_logs import install_rate_limit
 from ._otel_metrics import OtelInstruments
 from ._otel_setup import OwnedProviders, build_providers
-from ._quota import QuotaLimits, QuotaUsage
-from ._recorder import RunView
-from ._vocab import ErrorType, Resource, Status
 
 _SCOPE = "subagent_telemetry"
 _INVOKE_AGENT = "invoke_agent"

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from ._errors import ConfigError, QuotaExceeded
-from ._vocab import ErrorType, Resource
+from .._errors import ConfigError, QuotaExceeded
+from .._vocab import ErrorType, Resource
 
 
 class QuotaStoreUnavailable(QuotaExceeded):

@@ -14,9 +14,9 @@ from typing import Any
 
 from opentelemetry.metrics import CallbackOptions, Meter, Observation
 
-from . import _catalog as cat
-from ._quota import QuotaLimits, QuotaUsage
-from ._vocab import BUDGET_RESOURCES, ErrorType, Resource, Status
+from .. import _catalog as cat
+from .._vocab import BUDGET_RESOURCES, ErrorType, Resource, Status
+from ..quota._tracker import QuotaLimits, QuotaUsage
 
 Attrs = dict[str, str]
 

@@ -38,13 +38,13 @@ from redis.cluster import RedisCluster
 from redis.exceptions import ClusterDownError, NoScriptError, ReadOnlyError
 from redis.retry import Retry
 
-from ._errors import ConcurrencyLimitReached, ExecutionLimitReached, TimeLimitExceeded, TokenLimitExceeded
-from ._quota import QuotaLimits, QuotaUsage, Reservation
+from .._errors import ConcurrencyLimitReached, ExecutionLimitReached, TimeLimitExceeded, TokenLimitExceeded
 from ._store_errors import QuotaLimitsMismatchError, QuotaStoreUnavailable
 from ._store_policy import FailurePolicy, PendingOp
+from ._tracker import QuotaLimits, QuotaUsage, Reservation
 
 if TYPE_CHECKING:
-    from ._config import Config
+    from .._config import Config
 
 _log = logging.getLogger("subagent_telemetry")
 

@@ -14,11 +14,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, NamedTuple, Protocol
 
-from ._errors import ConcurrencyLimitReached, ExecutionLimitReached, TimeLimitExceeded, TokenLimitExceeded
-from ._vocab import Resource
+from .._errors import ConcurrencyLimitReached, ExecutionLimitReached, TimeLimitExceeded, TokenLimitExceeded
+from .._vocab import Resource
 
 if TYPE_CHECKING:
-    from ._config import SubagentConfig
+    from .._config import SubagentConfig
 
 Clock = Callable[[], float]
 #: Called once per resource when its utilization first reaches the warning ratio: (resource, used, limit).

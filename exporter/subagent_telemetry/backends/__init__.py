@@ -1,0 +1,1 @@
+"""Backends: Prometheus (+ multiprocess, Pushgateway, the /metrics server) and OpenTelemetry."""

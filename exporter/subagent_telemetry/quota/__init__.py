@@ -1,0 +1,1 @@
+"""Quotas: the tracker, concurrency slots and the stores behind them (in memory, Redis + Lua)."""
