@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import difflib
 import re
+import typing
 from collections.abc import Mapping
+from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -21,6 +23,7 @@ from pydantic import (
     Field,
     ValidationError,
     field_validator,
+    model_validator,
 )
 from pydantic.fields import FieldInfo
 from pydantic_core import PydanticCustomError
@@ -70,7 +73,10 @@ PromMinutes = Annotated[str, AfterValidator(_check_duration), AfterValidator(_ch
 
 
 # --------------------------------------------------------------------------------------------------
-# agent.subagent — the original design's keys, unchanged.
+# agent.subagent — the original design's keys, unchanged, and the money budget.
+
+#: Largest money amount the stores keep exactly: nano-units stay below 2**53 (Lua numbers are doubles).
+MAX_COST = Decimal(1_000_000)
 
 
 class SubagentConfig(_Model):
@@ -88,6 +94,13 @@ class SubagentConfig(_Model):
     )
     max_total_time: float | None = Field(
         None, gt=0, description="Wall-clock seconds per session from its start; null = unlimited."
+    )
+    max_total_cost: Decimal | None = Field(
+        None,
+        gt=0,
+        le=MAX_COST,
+        decimal_places=9,
+        description="Money per session in cost.currency (exact decimal, up to 9 places); null = unlimited.",
     )
     output_max_size: int = Field(
         1_048_576, ge=1024, description="Bytes of output kept per execution (UTF-8 safe truncation)."
@@ -161,6 +174,10 @@ class TelemetryConfig(_Model):
     prometheus: PrometheusConfig = PrometheusConfig()
     otlp: OtlpConfig = OtlpConfig()
     agent_label: AgentLabelConfig = AgentLabelConfig()
+    model_label: AgentLabelConfig = Field(
+        AgentLabelConfig(max_values=10),
+        description="A `model` label on the cost metrics (the model name), bounded like agent_label.",
+    )
     log_executions: bool = Field(True, description="Log one structured record per finished execution.")
     log_level: Literal["DEBUG", "INFO", "WARNING"] = Field("INFO", description="Level of those records.")
 
@@ -191,6 +208,13 @@ class QuotaStoreConfig(_Model):
     estimated_tokens: int = Field(
         0, ge=0, description="Tokens reserved at admission and settled when the execution ends."
     )
+    estimated_cost: Decimal = Field(
+        Decimal(0),
+        ge=0,
+        le=MAX_COST,
+        decimal_places=9,
+        description="Money reserved at admission (shared store) and settled by the execution's responses.",
+    )
 
     @field_validator("store")
     @classmethod
@@ -205,6 +229,74 @@ class QuotaStoreConfig(_Model):
     def shared(self) -> bool:
         """Whether a fleet shares the budget (a Redis store): limits, max_concurrency too, are fleet-wide."""
         return self.store != "memory"
+
+
+# --------------------------------------------------------------------------------------------------
+# cost — what a model response costs (prices) and what happens to a model without one.
+
+_CURRENCY_RE = r"^[A-Z]{3}$"
+#: Largest price per million tokens accepted (a typo guard: no model costs this much).
+_MAX_PRICE = Decimal(100_000)
+
+
+def _price(description: str) -> Any:
+    return Field(None, ge=0, le=_MAX_PRICE, decimal_places=12, description=description)
+
+
+class ModelPriceConfig(_Model):
+    """One model's prices in cost.currency per million tokens (``cost.prices.<model>``).
+
+    A part without its own price is billed at its parent's: cache reads and writes at the input
+    price, reasoning at the output price.
+    """
+
+    input: Decimal | None = _price("Per million input tokens (cached ones included unless priced).")
+    output: Decimal | None = _price("Per million output tokens (reasoning included unless priced).")
+    cache_read: Decimal | None = _price("Per million input tokens read from the prompt cache.")
+    cache_write: Decimal | None = _price("Per million input tokens written to the prompt cache.")
+    reasoning: Decimal | None = _price("Per million reasoning (output) tokens.")
+    per_response: Decimal | None = _price("Fixed price of each model response (request fees).")
+
+    def as_prices(self) -> dict[str, Decimal | None]:
+        """The prices by part, as ``quota._prices.compile_rates`` takes them."""
+        return {
+            "input": self.input,
+            "output": self.output,
+            "cache_read": self.cache_read,
+            "cache_write": self.cache_write,
+            "reasoning": self.reasoning,
+            "per_response": self.per_response,
+        }
+
+
+class CostConfig(_Model):
+    currency: str = Field(
+        "USD",
+        pattern=_CURRENCY_RE,
+        description="ISO 4217 code of every amount: max_total_cost, estimated_cost, prices, metrics.",
+    )
+    bundled_prices: bool = Field(
+        True, description="Price models from the genai-prices data bundled with the package (USD)."
+    )
+    unpriced: Literal["allow", "refuse"] = Field(
+        "allow",
+        description="A response of a model with no price: `allow` (counted as unpriced, costs nothing) "
+        "or `refuse` (CostLimitExceeded when max_total_cost is set).",
+    )
+    prices: dict[str, ModelPriceConfig] = Field(
+        default_factory=dict,
+        description="Prices by model name (case-insensitive); they win over the bundled data.",
+    )
+
+    @model_validator(mode="after")
+    def _bundled_prices_are_usd(self) -> CostConfig:
+        if self.bundled_prices and self.currency != "USD":
+            msg = (
+                f"currency is {self.currency!r} but the bundled prices are in USD; set "
+                "cost.bundled_prices: false and give every model's price under cost.prices"
+            )
+            raise PydanticCustomError("currency", msg)
+        return self
 
 
 # --------------------------------------------------------------------------------------------------
@@ -394,6 +486,7 @@ class Config(_Model):
     agent: AgentSection = AgentSection()
     telemetry: TelemetryConfig = TelemetryConfig()
     quota: QuotaStoreConfig = QuotaStoreConfig()
+    cost: CostConfig = CostConfig()
     alerts: AlertsConfig = AlertsConfig()
     dashboards: DashboardsConfig = DashboardsConfig()
 
@@ -516,7 +609,8 @@ def _allowed(err: Any) -> str:
                 bounds.append(f"{text} {getattr(meta, attr)}")
     if bounds:
         optional = field is not None and field.default is None
-        tail = " or null for unlimited" if optional else ""
+        unlimited = optional and "unlimited" in (field.description or "")  # type: ignore[union-attr]
+        tail = " or null for unlimited" if unlimited else " or null" if optional else ""
         return f" Allowed: {' and '.join(bounds)}{tail}; set a value in that range."
     ctx = err.get("ctx") or {}
     if "expected" in ctx:
@@ -524,25 +618,32 @@ def _allowed(err: Any) -> str:
     return ""
 
 
-def _field_at(loc: tuple[str, ...]) -> FieldInfo | None:
+def _walk(loc: tuple[str, ...]) -> tuple[Any, FieldInfo | None]:
+    """The type at a config location and the last field on the way (``None`` past the models)."""
     model: Any = Config
     field: FieldInfo | None = None
     for part in loc:
+        if typing.get_origin(model) is dict:  # A mapping of models (cost.prices): `part` is its key.
+            model = typing.get_args(model)[1]
+            continue
         if not (isinstance(model, type) and issubclass(model, BaseModel)):
-            return None
+            return None, None
         field = next(
             (f for name, f in model.model_fields.items() if part in (name, f.alias)),
             None,
         )
         if field is None:
-            return None
+            return None, None
         model = field.annotation
-    return field
+    return model, field
+
+
+def _field_at(loc: tuple[str, ...]) -> FieldInfo | None:
+    return _walk(loc)[1]
 
 
 def _known_keys(loc: tuple[str, ...]) -> list[str]:
-    field = _field_at(loc) if loc else None
-    model: Any = field.annotation if field is not None else Config
+    model = _walk(loc)[0]
     if isinstance(model, type) and issubclass(model, BaseModel):
         return [f.alias or name for name, f in model.model_fields.items()]
     return []

@@ -6,6 +6,8 @@ Quota messages start with the troubleshooting headings of the original design
 
 from __future__ import annotations
 
+from decimal import Decimal
+
 from ._vocab import ErrorType, Resource
 
 
@@ -68,6 +70,37 @@ class TimeLimitExceeded(QuotaExceeded):
 
     def _figures(self) -> str:
         return f"{self.used:.1f}s >= {_fmt(self.limit)}s"
+
+
+class CostLimitExceeded(QuotaExceeded):
+    """The session's spend reached or passed ``max_total_cost``, or (``cost.unpriced: refuse``) a
+    response of a model without a price was refused. ``used``/``limit`` are exact decimal amounts of
+    ``currency``; ``model`` names the unpriced model when that was the reason."""
+
+    resource = Resource.COST
+    heading = "Cost limit exceeded"
+    config_key = "agent.subagent.max_total_cost"
+
+    def __init__(
+        self,
+        used: Decimal,
+        limit: Decimal,
+        detail: str = "",
+        *,
+        currency: str = "USD",
+        model: str | None = None,
+    ) -> None:
+        self.currency = currency
+        self.model = model
+        if model is not None:
+            detail = (
+                f"Model {model!r} has no price and cost.unpriced is `refuse`: add its price under "
+                f"cost.prices or set cost.unpriced: allow. {detail}".rstrip()
+            )
+        super().__init__(used, limit, detail)  # type: ignore[arg-type]
+
+    def _figures(self) -> str:
+        return f"{self.used:f}/{self.limit:f} {self.currency}"
 
 
 class DepthLimitExceeded(QuotaExceeded):

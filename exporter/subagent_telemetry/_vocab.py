@@ -42,6 +42,8 @@ class Resource(StrEnum):
     EXECUTIONS = "executions"
     TOKENS = "tokens"
     TIME_SECONDS = "time_seconds"
+    #: Money, in ``cost.currency`` (``agent.subagent.max_total_cost``).
+    COST = "cost"
     CONCURRENCY = "concurrency"
     DEPTH = "depth"
     TURNS = "turns"
@@ -52,4 +54,5 @@ BUDGET_RESOURCES: tuple[Resource, ...] = (
     Resource.EXECUTIONS,
     Resource.TOKENS,
     Resource.TIME_SECONDS,
+    Resource.COST,
 )

@@ -11,10 +11,17 @@ import random
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import TYPE_CHECKING, NamedTuple, Protocol
 
-from .._errors import ConcurrencyLimitReached, ExecutionLimitReached, TimeLimitExceeded, TokenLimitExceeded
+from .._errors import (
+    ConcurrencyLimitReached,
+    CostLimitExceeded,
+    ExecutionLimitReached,
+    TimeLimitExceeded,
+    TokenLimitExceeded,
+)
 from .._vocab import Resource
 
 if TYPE_CHECKING:
@@ -27,22 +34,40 @@ WarningHook = Callable[[Resource, float, float], None]
 
 @dataclass(frozen=True, slots=True)
 class QuotaLimits:
-    """Session budgets; ``None`` means unlimited."""
+    """Session budgets; ``None`` means unlimited. ``max_total_cost`` is an exact amount of
+    ``currency``; the stores count it in integer nano-units (``cost_limit_nanos``)."""
 
     max_executions: int | None = None
     max_total_tokens: int | None = None
     max_total_time: float | None = None
+    max_total_cost: Decimal | None = None
+    currency: str = "USD"
+    #: ``max_total_cost`` in nano-units of the currency (derived; ``None`` when unlimited).
+    cost_limit_nanos: int | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        for name in ("max_executions", "max_total_tokens", "max_total_time"):
+        for name in ("max_executions", "max_total_tokens", "max_total_time", "max_total_cost"):
             value = getattr(self, name)
             if value is not None and not value > 0:
                 msg = f"QuotaLimits.{name} must be > 0 or None (unlimited), got {value!r}"
                 raise ValueError(msg)
+        cost = self.max_total_cost
+        if cost is not None:
+            nanos = Decimal(cost) * NANO
+            if nanos != nanos.to_integral_value() or nanos >= 2**53:
+                msg = f"QuotaLimits.max_total_cost must have at most 9 decimals and be < 9e6, got {cost!r}"
+                raise ValueError(msg)
+            object.__setattr__(self, "cost_limit_nanos", int(nanos))
 
     @classmethod
-    def from_config(cls, config: SubagentConfig) -> QuotaLimits:
-        return cls(config.max_executions, config.max_total_tokens, config.max_total_time)
+    def from_config(cls, config: SubagentConfig, currency: str = "USD") -> QuotaLimits:
+        return cls(
+            config.max_executions,
+            config.max_total_tokens,
+            config.max_total_time,
+            config.max_total_cost,
+            currency,
+        )
 
     def limit_of(self, resource: Resource) -> float | None:
         if resource is Resource.EXECUTIONS:
@@ -51,21 +76,31 @@ class QuotaLimits:
             return self.max_total_tokens
         if resource is Resource.TIME_SECONDS:
             return self.max_total_time
+        if resource is Resource.COST and self.max_total_cost is not None:
+            return float(self.max_total_cost)
         return None
 
 
+#: Nano-units per unit of the currency: the integer unit of money in every store.
+NANO = 10**9
+
+
 class QuotaUsage(NamedTuple):
-    """What a session has used so far (a tuple: built on every admission, so it must be cheap)."""
+    """What a session has used so far (a tuple: built on every admission, so it must be cheap).
+    ``cost_nanos``: money spent, in nano-units of the currency."""
 
     executions: int
     total_tokens: int
     elapsed_seconds: float
+    cost_nanos: int = 0
 
     def used_of(self, resource: Resource) -> float:
         if resource is Resource.EXECUTIONS:
             return self.executions
         if resource is Resource.TOKENS:
             return self.total_tokens
+        if resource is Resource.COST:
+            return self.cost_nanos / NANO
         return self.elapsed_seconds
 
 
@@ -80,8 +115,8 @@ class QuotaStore(Protocol):
         """Check every limit and count one execution; raise the matching ``QuotaExceeded`` instead."""
         ...
 
-    def add_tokens(self, tokens: int, limits: QuotaLimits) -> QuotaUsage:
-        """Add tokens (keeping an honest total) and return the usage after the addition."""
+    def add_tokens(self, tokens: int, limits: QuotaLimits, cost_nanos: int = 0) -> QuotaUsage:
+        """Add tokens and money (keeping honest totals) and return the usage after the addition."""
         ...
 
     def usage(self) -> QuotaUsage:
@@ -117,8 +152,10 @@ class LeasingQuotaStore(QuotaStore, Protocol):
         """``acquire`` without blocking the event loop."""
         ...
 
-    def add_lease_tokens(self, reservation: Reservation, tokens: int, limits: QuotaLimits) -> QuotaUsage:
-        """``add_tokens`` that also settles the reservation's estimate and renews its lease."""
+    def add_lease_tokens(
+        self, reservation: Reservation, tokens: int, limits: QuotaLimits, cost_nanos: int = 0
+    ) -> QuotaUsage:
+        """``add_tokens`` that also settles the reservation's estimates and renews its lease."""
         ...
 
     def release(self, reservation: Reservation) -> None:
@@ -137,13 +174,14 @@ _SLOT_POLL_SECONDS = (0.005, 0.1)
 class InMemoryQuotaStore:
     """The default store: one process, guarded by one lock held for a few comparisons."""
 
-    __slots__ = ("_clock", "_executions", "_lock", "_started", "_tokens")
+    __slots__ = ("_clock", "_cost", "_executions", "_lock", "_started", "_tokens")
 
     def __init__(self, clock: Clock = time.monotonic) -> None:
         self._clock = clock
         self._lock = threading.Lock()
         self._executions = 0
         self._tokens = 0
+        self._cost = 0
         self._started = clock()
 
     def reserve(self, limits: QuotaLimits) -> QuotaUsage:
@@ -157,36 +195,50 @@ class InMemoryQuotaStore:
                 raise TokenLimitExceeded(self._tokens, limits.max_total_tokens)
             if max_time is not None and elapsed >= max_time:
                 raise TimeLimitExceeded(elapsed, max_time)
+            cost_limit = limits.cost_limit_nanos
+            if cost_limit is not None and self._cost >= cost_limit:
+                raise _cost_refusal(self._cost, limits)
             self._executions = executions + 1
-            return _usage(QuotaUsage, (executions + 1, self._tokens, elapsed))
+            return _usage(QuotaUsage, (executions + 1, self._tokens, elapsed, self._cost))
 
-    def add_tokens(self, tokens: int, limits: QuotaLimits) -> QuotaUsage:
+    def add_tokens(self, tokens: int, limits: QuotaLimits, cost_nanos: int = 0) -> QuotaUsage:
         with self._lock:
             self._tokens += tokens
-            return _usage(QuotaUsage, (self._executions, self._tokens, self._clock() - self._started))
+            self._cost += cost_nanos
+            return _usage(
+                QuotaUsage, (self._executions, self._tokens, self._clock() - self._started, self._cost)
+            )
 
     def usage(self) -> QuotaUsage:
         with self._lock:
-            return QuotaUsage(self._executions, self._tokens, self._clock() - self._started)
+            return QuotaUsage(self._executions, self._tokens, self._clock() - self._started, self._cost)
 
     def reset(self) -> None:
         with self._lock:
             self._executions = 0
             self._tokens = 0
+            self._cost = 0
             self._started = self._clock()
 
 
+def _cost_refusal(used_nanos: int, limits: QuotaLimits) -> CostLimitExceeded:
+    used = Decimal(used_nanos).scaleb(-9).normalize()
+    return CostLimitExceeded(used, limits.max_total_cost or Decimal(0), currency=limits.currency)
+
+
 _INF = float("inf")
-_NO_WARNINGS = (_INF, _INF, _INF)
+_NO_WARNINGS = (_INF, _INF, _INF, _INF)
 
 
-def _warn_thresholds(pending: list[tuple[Resource, float, float]]) -> tuple[float, float, float]:
-    """(executions, tokens, seconds) at which a pending warning fires; inf where none is pending."""
+def _warn_thresholds(pending: list[tuple[Resource, float, float]]) -> tuple[float, float, float, float]:
+    """(executions, tokens, seconds, cost nanos) at which a pending warning fires; inf where none is
+    pending."""
     at = {resource: threshold for resource, threshold, _ in pending}
     return (
         at.get(Resource.EXECUTIONS, _INF),
         at.get(Resource.TOKENS, _INF),
         at.get(Resource.TIME_SECONDS, _INF),
+        at.get(Resource.COST, _INF) * NANO,
     )
 
 
@@ -219,7 +271,7 @@ class QuotaTracker:
         #: (resource, usage at which to warn, limit) not yet warned about; empty = nothing to check.
         self._pending_warnings: list[tuple[Resource, float, float]] = []
         #: Usage (executions, tokens, seconds) at which a pending warning fires; inf when none is pending.
-        self._warn_at: tuple[float, float, float] = _NO_WARNINGS
+        self._warn_at: tuple[float, float, float, float] = _NO_WARNINGS
         self._arm_warnings()
 
     @property
@@ -230,8 +282,8 @@ class QuotaTracker:
         """Admit one execution or raise ``ExecutionLimitReached`` / ``TokenLimitExceeded`` /
         ``TimeLimitExceeded``; check and count happen in one atomic step."""
         usage = self._store.reserve(self.limits)
-        at = self._warn_at  # Inlined from _maybe_warn: nothing crossed is three comparisons.
-        if usage[0] >= at[0] or usage[1] >= at[1] or usage[2] >= at[2]:
+        at = self._warn_at  # Inlined from _maybe_warn: nothing crossed is four comparisons.
+        if usage[0] >= at[0] or usage[1] >= at[1] or usage[2] >= at[2] or usage[3] >= at[3]:
             self._maybe_warn(usage)
         return usage
 
@@ -279,25 +331,32 @@ class QuotaTracker:
         assert self.leasing is not None
         await self.leasing.release_async(reservation)
 
-    def record_execution(self, tokens: int, reservation: Reservation | None = None) -> QuotaUsage:
-        """Add an execution's tokens; raise ``TokenLimitExceeded`` once the total passes the limit.
+    def record_execution(
+        self, tokens: int, reservation: Reservation | None = None, cost_nanos: int = 0
+    ) -> QuotaUsage:
+        """Add an execution's tokens and money (nano-units of the currency); raise
+        ``TokenLimitExceeded`` / ``CostLimitExceeded`` once a total passes its limit.
 
-        The tokens are counted even when they overshoot: the total stays honest. With a leasing store,
-        ``reservation`` settles the tokens against the execution's estimate.
+        Both are counted even when they overshoot: the totals stay honest. With a leasing store,
+        ``reservation`` settles them against the execution's estimates.
         """
-        if tokens < 0:
-            msg = f"tokens must be >= 0, got {tokens!r}"
+        if tokens < 0 or cost_nanos < 0:
+            msg = f"tokens and cost must be >= 0, got {tokens!r} and {cost_nanos!r}"
             raise ValueError(msg)
         if reservation is not None and self.leasing is not None:
-            usage = self.leasing.add_lease_tokens(reservation, tokens, self.limits)
+            usage = self.leasing.add_lease_tokens(reservation, tokens, self.limits, cost_nanos)
         else:
-            usage = self._store.add_tokens(tokens, self.limits)
+            usage = self._store.add_tokens(tokens, self.limits, cost_nanos)
         at = self._warn_at
-        if usage[0] >= at[0] or usage[1] >= at[1] or usage[2] >= at[2]:
+        if usage[0] >= at[0] or usage[1] >= at[1] or usage[2] >= at[2] or usage[3] >= at[3]:
             self._maybe_warn(usage)
-        limit = self.limits.max_total_tokens
+        limits = self.limits
+        limit = limits.max_total_tokens
         if limit is not None and usage.total_tokens > limit:
             raise TokenLimitExceeded(usage.total_tokens, limit)
+        cost_limit = limits.cost_limit_nanos
+        if cost_limit is not None and usage[3] > cost_limit:
+            raise _cost_refusal(usage[3], limits)
         return usage
 
     def get_usage(self) -> QuotaUsage:
@@ -310,6 +369,13 @@ class QuotaTracker:
     def remaining_tokens(self) -> int | None:
         limit = self.limits.max_total_tokens
         return None if limit is None else max(limit - self._store.usage().total_tokens, 0)
+
+    def remaining_cost(self) -> Decimal | None:
+        """Money left in the session's budget, exact; ``None`` when unlimited."""
+        limit = self.limits.cost_limit_nanos
+        if limit is None:
+            return None
+        return Decimal(max(limit - self._store.usage().cost_nanos, 0)).scaleb(-9)
 
     def remaining_time(self) -> float | None:
         limit = self.limits.max_total_time
@@ -337,7 +403,7 @@ class QuotaTracker:
         ratio = self._warning_ratio
         pending = []
         if ratio is not None:
-            for resource in (Resource.EXECUTIONS, Resource.TOKENS, Resource.TIME_SECONDS):
+            for resource in (Resource.EXECUTIONS, Resource.TOKENS, Resource.TIME_SECONDS, Resource.COST):
                 limit = self.limits.limit_of(resource)
                 if limit is not None:
                     pending.append((resource, ratio * limit, float(limit)))
@@ -348,12 +414,12 @@ class QuotaTracker:
     def _maybe_warn(self, usage: QuotaUsage) -> None:
         # Hot path: nothing crossed (the common case) is three comparisons, no lock, no allocation.
         at = self._warn_at
-        if usage.executions < at[0] and usage.total_tokens < at[1] and usage.elapsed_seconds < at[2]:
+        if usage[0] < at[0] and usage[1] < at[1] and usage[2] < at[2] and usage[3] < at[3]:
             return
         crossed = []
         with self._warn_lock:
             for item in self._pending_warnings:
-                if usage.used_of(item[0]) >= item[1]:
+                if usage.used_of(item[0]) >= item[1]:  # Cost: in currency units here.
                     crossed.append(item)
             if crossed:
                 self._pending_warnings = [i for i in self._pending_warnings if i not in crossed]
