@@ -10,6 +10,7 @@ from __future__ import annotations
 import difflib
 import re
 import typing
+import unicodedata
 from collections.abc import Mapping
 from decimal import Decimal
 from pathlib import Path
@@ -22,12 +23,15 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
 from pydantic.fields import FieldInfo
 from pydantic_core import PydanticCustomError
 
+from ._catalog import CATALOG
+from ._config_yaml import clip, parse_yaml, read_config_file, shown
 from ._errors import ConfigError
 
 _DURATION_RE = re.compile(r"^(0|([0-9]+(ms|s|m|h|d|w|y))+)$")
@@ -37,8 +41,53 @@ _MATCHER_RE = re.compile(
 )
 
 
+#: Characters no configured string may hold: C0/C1 controls (tab and newline aside), DEL, the Unicode
+#: line and paragraph separators, and lone surrogates. YAML and PromQL read several of them as line
+#: breaks, so a value holding one could change the meaning of a rendered file.
+_FORBIDDEN_CHARS = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]")
+#: Tab and newline too, everywhere but between the matchers of ``alerts.selector``.
+_FORBIDDEN_SINGLE_LINE = re.compile("[\t\n]")
+
+
+def _check_printable(value: object, *, multiline: bool = False) -> None:
+    """Raise when a string (or a string inside a tuple, list or dict) holds a forbidden character."""
+    if isinstance(value, str):
+        found = _FORBIDDEN_CHARS.search(value) or (not multiline and _FORBIDDEN_SINGLE_LINE.search(value))
+        if found:
+            char = found.group()
+            name = unicodedata.name(char, "a control character") if len(char) == 1 else char
+            msg = (
+                f"contains U+{ord(char):04X} ({name}) at position {found.start()}: control and line "
+                "separator characters are not allowed in configuration strings; remove it"
+            )
+            raise PydanticCustomError("control_character", msg)
+    elif isinstance(value, (tuple, list)):
+        for item in value:
+            _check_printable(item)
+    elif isinstance(value, Mapping):
+        for key, item in value.items():
+            _check_printable(key)
+            _check_printable(item)
+    elif isinstance(value, Path):
+        _check_printable(str(value))
+
+
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+    """Strict types (``true`` is not 1, ``"10"`` is not 10), finite numbers, printable strings."""
+
+    model_config = ConfigDict(
+        extra="forbid", frozen=True, populate_by_name=True, strict=True, allow_inf_nan=False
+    )
+
+    @field_validator("*", mode="after")
+    @classmethod
+    def _printable(cls, value: Any, info: ValidationInfo) -> Any:
+        _check_printable(value, multiline=info.field_name in _MULTILINE_FIELDS)
+        return value
+
+
+#: Fields whose text may span lines (the selector's matchers may be written one per line).
+_MULTILINE_FIELDS = frozenset({"selector"})
 
 
 def duration_seconds(value: str) -> float:
@@ -49,7 +98,7 @@ def duration_seconds(value: str) -> float:
 
 def _check_duration(value: str) -> str:
     if not _DURATION_RE.match(value):
-        msg = f"{value!r} is not a Prometheus duration such as 30s, 5m or 1h"
+        msg = f"{shown(value)} is not a Prometheus duration such as 30s, 5m or 1h"
         raise PydanticCustomError("duration", msg)
     return value
 
@@ -61,7 +110,7 @@ PromDuration = Annotated[str, AfterValidator(_check_duration)]
 def _check_minutes(value: str) -> str:
     if duration_seconds(value) % 60:
         msg = (
-            f"{value!r} is not a whole number of minutes (e.g. 0m, 1m, 5m): the rendered promtool tests "
+            f"{shown(value)} is not a whole number of minutes (e.g. 0m, 1m, 5m): the rendered promtool tests "
             "evaluate rules at 1m steps"
         )
         raise PydanticCustomError("minutes", msg)
@@ -71,6 +120,12 @@ def _check_minutes(value: str) -> str:
 #: A Prometheus duration in whole minutes (alert ``for:`` and rate windows).
 PromMinutes = Annotated[str, AfterValidator(_check_duration), AfterValidator(_check_minutes)]
 
+
+#: Largest accepted duration in seconds (about 31 years): finite, and within every timer it feeds
+#: (``threading.TIMEOUT_MAX`` is about 9.2e9 s) and every Redis TTL in milliseconds.
+MAX_SECONDS = 1_000_000_000
+#: Largest accepted count (executions, tokens): exact as a float and as a Redis integer.
+MAX_COUNT = 10**15
 
 # --------------------------------------------------------------------------------------------------
 # agent.subagent — the original design's keys, unchanged, and the money budget.
@@ -82,21 +137,31 @@ MAX_COST = Decimal(1_000_000)
 class SubagentConfig(_Model):
     """Quotas and limits for subagent executions (``agent.subagent``)."""
 
+    preset: Literal["cost-optimized", "performance-optimized", "balanced"] | None = Field(
+        None,
+        description="Start from this preset's values; keys set here override them. "
+        "null = no preset: every key has its own default (an absent budget is unlimited).",
+    )
+
     max_depth: int = Field(3, ge=1, le=10, description="Deepest nesting level allowed (1-10).")
     default_max_turns: int = Field(
         10, ge=1, le=100, description="Turns per execution unless the call passes max_turns= (1-100)."
     )
     max_executions: int | None = Field(
-        None, gt=0, description="Executions admitted per session; null = unlimited."
+        None, gt=0, le=MAX_COUNT, description="Executions admitted per session; null = unlimited."
     )
     max_total_tokens: int | None = Field(
-        None, gt=0, description="Tokens (input + output) per session; null = unlimited."
+        None, gt=0, le=MAX_COUNT, description="Tokens (input + output) per session; null = unlimited."
     )
     max_total_time: float | None = Field(
-        None, gt=0, description="Wall-clock seconds per session from its start; null = unlimited."
+        None,
+        gt=0,
+        le=MAX_SECONDS,
+        description="Wall-clock seconds per session from its start; null = unlimited.",
     )
     max_total_cost: Decimal | None = Field(
         None,
+        strict=False,  # Decimal takes an int, a float or an exact "0.10"; never a boolean
         gt=0,
         le=MAX_COST,
         decimal_places=9,
@@ -105,13 +170,29 @@ class SubagentConfig(_Model):
     output_max_size: int = Field(
         1_048_576, ge=1024, description="Bytes of output kept per execution (UTF-8 safe truncation)."
     )
-    max_concurrency: int = Field(5, ge=1, description="Executions running at once; more wait for a slot.")
+    max_concurrency: int = Field(
+        5, ge=1, le=1_000_000, description="Executions running at once; more wait for a slot."
+    )
     concurrency_timeout: float | None = Field(
         None,
         gt=0,
+        le=MAX_SECONDS,
         description="Seconds an admission waits for a concurrency slot before ConcurrencyLimitReached; "
         "null = wait as long as it takes.",
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _start_from_preset(cls, data: Any) -> Any:
+        """``preset: balanced`` fills in that preset's keys; keys written in the file win."""
+        if isinstance(data, Mapping) and isinstance(data.get("preset"), str) and data["preset"] in PRESETS:
+            return {**PRESETS[data["preset"]], **data}
+        return data
+
+    @property
+    def budgets_set(self) -> bool:
+        """Whether any session budget (executions, tokens, time) is set; none set = unlimited."""
+        return any(v is not None for v in (self.max_executions, self.max_total_tokens, self.max_total_time))
 
 
 class AgentSection(_Model):
@@ -123,8 +204,8 @@ class AgentSection(_Model):
 
 
 class TlsConfig(_Model):
-    cert_file: Path = Field(description="PEM certificate served by the /metrics listener.")
-    key_file: Path = Field(description="PEM private key of cert_file.")
+    cert_file: Path = Field(strict=False, description="PEM certificate served by the /metrics listener.")
+    key_file: Path = Field(strict=False, description="PEM private key of cert_file.")
 
 
 class BasicAuthConfig(_Model):
@@ -146,7 +227,9 @@ class PrometheusConfig(_Model):
 class AgentLabelConfig(_Model):
     enabled: bool = Field(False, description="Add an `agent` label (the execution's name).")
     allowlist: tuple[str, ...] = Field(
-        (), description="Names kept as they are; others become `other`. Empty = first max_values names."
+        (),
+        strict=False,
+        description="Names kept as they are; others become `other`. Empty = first max_values names.",
     )
     max_values: int = Field(20, ge=1, le=1000, description="Distinct names kept when allowlist is empty.")
 
@@ -158,8 +241,10 @@ class OtlpConfig(_Model):
     )
     protocol: Literal["http/protobuf", "grpc"] = Field("http/protobuf", description="OTLP transport.")
     headers: dict[str, str] = Field(default_factory=dict, description="Extra request headers.")
-    export_interval_seconds: float = Field(10.0, gt=0, description="Metric export interval.")
-    timeout_seconds: float = Field(5.0, gt=0, description="Export and shutdown-flush timeout.")
+    export_interval_seconds: float = Field(10.0, gt=0, le=MAX_SECONDS, description="Metric export interval.")
+    timeout_seconds: float = Field(
+        5.0, gt=0, le=MAX_SECONDS, description="Export and shutdown-flush timeout."
+    )
     metrics: bool = Field(True, description="Export the catalog's metrics over OTLP.")
     traces: bool = Field(True, description="Export one span per execution.")
     genai_metrics: bool = Field(
@@ -197,19 +282,26 @@ class QuotaStoreConfig(_Model):
         "deny", description="What admission does while the store is unreachable."
     )
     local_allowance_executions: int = Field(
-        10, ge=0, description="Executions admitted locally while degraded (local_allowance policy)."
+        10,
+        ge=0,
+        le=MAX_COUNT,
+        description="Executions admitted locally while degraded (local_allowance policy).",
     )
     local_allowance_tokens: int = Field(
-        10_000, ge=0, description="Tokens admitted locally while degraded (local_allowance policy)."
+        10_000,
+        ge=0,
+        le=MAX_COUNT,
+        description="Tokens admitted locally while degraded (local_allowance policy).",
     )
     lease_seconds: float = Field(
-        300.0, gt=0, description="A reservation not finalized within this time is given back."
+        300.0, gt=0, le=MAX_SECONDS, description="A reservation not finalized within this time is given back."
     )
     estimated_tokens: int = Field(
-        0, ge=0, description="Tokens reserved at admission and settled when the execution ends."
+        0, ge=0, le=MAX_COUNT, description="Tokens reserved at admission and settled when the execution ends."
     )
     estimated_cost: Decimal = Field(
         Decimal(0),
+        strict=False,  # Decimal takes an int, a float or an exact "0.10"; never a boolean
         ge=0,
         le=MAX_COST,
         decimal_places=9,
@@ -221,7 +313,7 @@ class QuotaStoreConfig(_Model):
     def _store_scheme(cls, value: str) -> str:
         schemes = ("redis://", "rediss://", "unix://", "redis+cluster://", "rediss+cluster://")
         if value != "memory" and not value.startswith(schemes):
-            msg = f"{value!r} is neither `memory` nor a redis://, rediss://, unix:// or redis+cluster:// URL"
+            msg = f"{shown(value)} is neither `memory` nor a redis://, rediss://, unix:// or cluster URL"
             raise PydanticCustomError("store", msg)
         return value
 
@@ -230,6 +322,11 @@ class QuotaStoreConfig(_Model):
         """Whether a fleet shares the budget (a Redis store): limits, max_concurrency too, are fleet-wide."""
         return self.store != "memory"
 
+
+#: Labels our metrics carry themselves (and Prometheus's histogram ``le``): never target labels.
+METRIC_LABELS: tuple[str, ...] = tuple(
+    sorted({label for spec in CATALOG for label in spec.labels} | {"le", "agent", "quantile", "__name__"})
+)
 
 # --------------------------------------------------------------------------------------------------
 # cost — what a model response costs (prices) and what happens to a model without one.
@@ -240,7 +337,7 @@ _MAX_PRICE = Decimal(100_000)
 
 
 def _price(description: str) -> Any:
-    return Field(None, ge=0, le=_MAX_PRICE, decimal_places=12, description=description)
+    return Field(None, ge=0, le=_MAX_PRICE, decimal_places=12, strict=False, description=description)
 
 
 class ModelPriceConfig(_Model):
@@ -311,8 +408,44 @@ class Matcher(_Model):
     value: str
 
     def render(self) -> str:
-        escaped = self.value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+        """``name op "value"`` with the value escaped as a PromQL string (any character survives)."""
+        escaped = _UNSAFE_IN_STRING.sub(_escape_char, self.value)
         return f'{self.name}{self.op}"{escaped}"'
+
+
+#: Characters written as escapes inside a rendered PromQL string: quote, backslash, and everything
+#: that is not a plain printable character (controls, separators, format characters, surrogates).
+_UNSAFE_IN_STRING = re.compile('["\\\\\x00-\x1f\x7f-\xa0\u2028\u2029\ud800-\udfff\ufeff]')
+_SHORT_ESCAPES = {'"': '\\"', "\\": "\\\\", "\n": "\\n", "\t": "\\t", "\r": "\\r"}
+#: PromQL (Go) string escapes: the single-character ones and \xHH, \uHHHH, \UHHHHHHHH, \OOO.
+_GO_ESCAPES = {"a": "\a", "b": "\b", "f": "\f", "n": "\n", "r": "\r", "t": "\t", "v": "\v"}
+_GO_ESCAPE_RE = re.compile(r"\\(x[0-9a-fA-F]{2}|u[0-9a-fA-F]{4}|U[0-9a-fA-F]{8}|[0-7]{3}|.)", re.DOTALL)
+
+
+def _escape_char(match: re.Match[str]) -> str:
+    char = match.group()
+    return _SHORT_ESCAPES.get(char) or f"\\u{ord(char):04x}"
+
+
+def _unescape(value: str) -> str:
+    """A PromQL double-quoted string's content with its escapes decoded, as Prometheus decodes them."""
+
+    def decode(match: re.Match[str]) -> str:
+        code = match.group(1)
+        if code in _GO_ESCAPES:
+            return _GO_ESCAPES[code]
+        if code in ('"', "\\", "'"):
+            return code
+        if len(code) > 1:
+            number = int(code, 8) if code.isdigit() else int(code[1:], 16)
+            # \xHH and \OOO are bytes in Go: only ASCII ones are the same character everywhere.
+            byte = code[0] == "x" or code.isdigit()
+            if number < (0x80 if byte else 0x110000) and not 0xD800 <= number <= 0xDFFF:
+                return chr(number)
+        msg = f"invalid escape {shown(chr(92) + code)} in a label value (PromQL string escapes only)"
+        raise ValueError(msg)
+
+    return _GO_ESCAPE_RE.sub(decode, value)
 
 
 def parse_selector(text: str) -> tuple[Matcher, ...]:
@@ -323,18 +456,37 @@ def parse_selector(text: str) -> tuple[Matcher, ...]:
     while pos < len(body):
         match = _MATCHER_RE.match(body, pos)
         if match is None:
-            msg = f'cannot parse {body[pos:]!r} as a label matcher like job="my-agent"'
+            msg = f'cannot parse {shown(body[pos:])} as a label matcher like job="my-agent"'
             raise ValueError(msg)
-        value = re.sub(r"\\(.)", lambda m: {"n": "\n"}.get(m.group(1), m.group(1)), match["value"])
-        matchers.append(Matcher(name=match["name"], op=match["op"], value=value))
+        value = _unescape(match["value"])
+        if found := _FORBIDDEN_CHARS.search(value) or _FORBIDDEN_SINGLE_LINE.search(value):
+            msg = (
+                f"the value of {match['name']} holds U+{ord(found.group()):04X}: control and line separator "
+                "characters are not allowed in label values"
+            )
+            raise ValueError(msg)
+        matchers.append(Matcher.model_validate({"name": match["name"], "op": match["op"], "value": value}))
         pos = match.end()
     if not matchers:
         msg = 'the selector needs at least one matcher, e.g. job=~".+"'
         raise ValueError(msg)
-    if all(m.op in ("=~", "!~") and m.value in ("", ".*") for m in matchers):
-        msg = "PromQL needs at least one matcher that does not match the empty string"
+    empty = [_matches_empty(m) for m in matchers]  # every matcher, so every regex is compiled
+    if all(empty):
+        msg = 'PromQL needs at least one matcher that does not match the empty string, e.g. job=~".+"'
         raise ValueError(msg)
     return tuple(matchers)
+
+
+def _matches_empty(m: Matcher) -> bool:
+    """Whether ``m`` accepts a missing label (Prometheus regexes are anchored at both ends)."""
+    if m.op in ("=", "!="):
+        return (m.value == "") == (m.op == "=")
+    try:
+        empty = re.fullmatch(m.value, "") is not None
+    except re.error as exc:
+        msg = f"the regex of {m.name} does not compile: {exc}"
+        raise ValueError(msg) from None
+    return empty == (m.op == "=~")
 
 
 class AlertRule(_Model):
@@ -406,7 +558,9 @@ class AlertsConfig(_Model):
     )
     job_label: str = Field("job", description="Label that names the agent process group.")
     instance_label: str = Field("instance", description="Label that names one agent process.")
-    group_by: tuple[str, ...] = Field((), description="Extra labels alerts keep, e.g. [cluster].")
+    group_by: tuple[str, ...] = Field(
+        (), strict=False, description="Extra labels alerts keep, e.g. [cluster]."
+    )
     rate_window: PromMinutes = Field(
         "5m", description="Window of the rates and ratios (>= 2m: rate() needs two samples in it)."
     )
@@ -437,7 +591,7 @@ class AlertsConfig(_Model):
     @classmethod
     def _window_holds_two_samples(cls, value: str) -> str:
         if duration_seconds(value) < 120:
-            msg = f"{value!r} is too short: rate() needs at least two scrapes in the window; use 2m or more"
+            msg = f"{shown(value)} is too short: rate() needs two scrapes in the window; use 2m or more"
             raise PydanticCustomError("window", msg)
         return value
 
@@ -445,7 +599,7 @@ class AlertsConfig(_Model):
     @classmethod
     def _label_name(cls, value: str) -> str:
         if not _LABEL_NAME_RE.match(value):
-            raise PydanticCustomError("label", f"{value!r} is not a Prometheus label name")
+            raise PydanticCustomError("label", f"{shown(value)} is not a Prometheus label name")
         return value
 
     @field_validator("group_by")
@@ -453,8 +607,31 @@ class AlertsConfig(_Model):
     def _group_by_names(cls, value: tuple[str, ...]) -> tuple[str, ...]:
         for name in value:
             if not _LABEL_NAME_RE.match(name):
-                raise PydanticCustomError("label", f"{name!r} is not a Prometheus label name")
+                raise PydanticCustomError("label", f"{shown(name)} is not a Prometheus label name")
+            if name in METRIC_LABELS:
+                msg = (
+                    f"{name!r} is a label of our own metrics; the rules already aggregate it per alert. "
+                    f"group_by takes target labels (e.g. cluster, namespace), not {', '.join(METRIC_LABELS)}"
+                )
+                raise PydanticCustomError("label", msg)
         return value
+
+    @model_validator(mode="after")
+    def _labels_distinct(self) -> AlertsConfig:
+        if self.job_label == self.instance_label:
+            msg = f"job_label and instance_label are both {self.job_label!r}; they must name two labels"
+            raise PydanticCustomError("label", msg)
+        for key in ("job_label", "instance_label"):
+            if getattr(self, key) in METRIC_LABELS:
+                msg = f"{key} {getattr(self, key)!r} is a label of our own metrics; name a target label"
+                raise PydanticCustomError("label", msg)
+        if self.instance_label in self.group_by:
+            msg = (
+                f"group_by holds the instance label {self.instance_label!r}; alerts that need it "
+                "keep it already (remove it from group_by)"
+            )
+            raise PydanticCustomError("label", msg)
+        return self
 
     @property
     def matchers(self) -> tuple[Matcher, ...]:
@@ -467,7 +644,7 @@ class AlertsConfig(_Model):
 
 class DashboardsConfig(_Model):
     title_prefix: str = Field("Subagents", min_length=1, description="Dashboard titles: '<prefix> / …'.")
-    tags: tuple[str, ...] = Field(("subagents", "llm-agents"), description="Dashboard tags.")
+    tags: tuple[str, ...] = Field(("subagents", "llm-agents"), strict=False, description="Dashboard tags.")
     uid_prefix: str = Field(
         "subagent", pattern=r"^[a-zA-Z0-9_-]{1,30}$", description="UIDs are '<prefix>-overview' etc."
     )
@@ -500,7 +677,7 @@ class Config(_Model):
         try:
             quotas = PRESETS[name]
         except KeyError:
-            msg = f"unknown preset {name!r}; choose one of: {', '.join(PRESETS)}"
+            msg = f"unknown preset {shown(name)}; choose one of: {', '.join(PRESETS)}"
             raise ConfigError(msg) from None
         return cls.model_validate({"agent": {"subagent": dict(quotas)}})
 
@@ -543,27 +720,12 @@ DEFAULT_PRESET = "balanced"
 def load_config(path: str | Path) -> Config:
     """Read and validate a YAML configuration file; raise one ``ConfigError`` naming every problem."""
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        msg = f"cannot read configuration {str(path)!r}: {exc.strerror or exc}"
-        raise ConfigError(msg) from None
-    return load_config_text(text, source=str(path))
+    return load_config_text(read_config_file(path), source=str(path))
 
 
 def load_config_text(text: str, source: str = "<config>") -> Config:
     """Validate a YAML document given as text (``source`` names it in messages)."""
-    try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "an unknown line"
-        msg = f"{source}: YAML syntax error at {where}: {exc.problem or exc}. Fix the YAML syntax there."
-        raise ConfigError(msg) from None
-    except yaml.YAMLError as exc:
-        msg = f"{source}: not valid YAML: {exc}"
-        raise ConfigError(msg) from None
+    node, data = parse_yaml(text, source)
     if data is None:
         data = {}
     if not isinstance(data, dict):
@@ -577,26 +739,33 @@ def load_config_text(text: str, source: str = "<config>") -> Config:
         raise ConfigError(_describe(exc, node, source)) from None
 
 
+#: Problems listed in one ConfigError at most (the rest are counted).
+_MAX_PROBLEMS = 20
+
+
 def _describe(exc: ValidationError, root: yaml.Node | None, source: str) -> str:
-    problems = [_describe_one(err, root, source) for err in exc.errors()]
+    errors = exc.errors()
+    problems = [clip(_describe_one(err, root, source), 500) for err in errors[:_MAX_PROBLEMS]]
+    if len(errors) > _MAX_PROBLEMS:
+        problems.append(f"… and {len(errors) - _MAX_PROBLEMS} more problems")
     head = f"{source}: invalid configuration" if len(problems) > 1 else ""
     return "\n".join([head, *(f"  - {p}" for p in problems)]) if head else problems[0]
 
 
 def _describe_one(err: Any, root: yaml.Node | None, source: str) -> str:
     loc = tuple(str(p) for p in err["loc"])
-    key = ".".join(p for p in loc if p)
+    key = clip(".".join(p for p in loc if p))
     node = _find_node(root, loc)
     line = f" ({source}, line {node.start_mark.line + 1})" if node is not None else f" ({source})"
     if err["type"] == "extra_forbidden":
         known = _known_keys(loc[:-1])
-        close = difflib.get_close_matches(loc[-1], known, n=1, cutoff=0.6)
+        close = difflib.get_close_matches(loc[-1][:100], known, n=1, cutoff=0.6)
         hint = f"did you mean `{close[0]}`?" if close else f"known keys here: {', '.join(sorted(known))}"
         return f"unknown key `{key}`{line}; {hint}"
     value = err.get("input")
     allowed = _allowed(err)
-    shown = "missing" if err["type"] == "missing" else f"{value!r}"
-    return f"`{key}` = {shown}{line}: {err['msg']}.{allowed}"
+    value_text = "missing" if err["type"] == "missing" else shown(value)
+    return f"`{key}` = {value_text}{line}: {clip(err['msg'], 300)}.{allowed}"
 
 
 def _allowed(err: Any) -> str:
