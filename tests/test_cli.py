@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from subagent_telemetry.cli import EXIT_CONFIG, EXIT_OK, main
+from subagent_telemetry.cli import EXIT_CONFIG, EXIT_FAILED, EXIT_OK, main
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess[str]:
@@ -83,3 +83,135 @@ def test_demo_stops_cleanly_on_sigterm(tmp_path: Path) -> None:
     assert proc.returncode == 0, err
     assert "stopped" in out
     assert "Traceback" not in err
+
+
+class TestValidateBudgets:
+    def test_absent_budgets_print_unlimited_and_warn(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """A file with no execution, token or time budget is valid, says unlimited, and warns."""
+        path = tmp_path / "agent.yaml"
+        path.write_text("agent: {subagent: {max_depth: 2}}\n")
+        assert main(["validate", str(path)]) == EXIT_OK
+        out, err = capsys.readouterr()
+        assert "max_executions=unlimited, max_total_tokens=unlimited, max_total_time=unlimited" in out
+        assert "None" not in out
+        assert "warning:" in err
+        assert "agent.subagent.preset: balanced" in err
+
+    def test_one_budget_set_prints_no_warning(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """Setting any one budget silences the warning; the others still print unlimited."""
+        path = tmp_path / "agent.yaml"
+        path.write_text("agent: {subagent: {max_total_tokens: 5000}}\n")
+        assert main(["validate", str(path)]) == EXIT_OK
+        out, err = capsys.readouterr()
+        assert "max_total_tokens=5000" in out
+        assert "max_executions=unlimited" in out
+        assert err == ""
+
+    def test_a_preset_file_prints_the_preset_and_its_budgets(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """preset: balanced prints the preset and its budgets, no warning."""
+        path = tmp_path / "agent.yaml"
+        path.write_text("agent: {subagent: {preset: balanced, max_executions: 7}}\n")
+        assert main(["validate", str(path)]) == EXIT_OK
+        out, err = capsys.readouterr()
+        assert "preset=balanced" in out
+        assert "max_executions=7, max_total_tokens=100000, max_total_time=600" in out
+        assert err == ""
+
+
+class TestBadInputExitsTwo:
+    @pytest.mark.parametrize(
+        "data",
+        [b"\x7fELF\x02\x01\x01\x00" * 8, b"agent: {subagent: {max_depth: \xe9}}\n"],
+        ids=["binary", "latin-1"],
+    )
+    def test_validate_refuses_binary_and_non_utf8_files(self, tmp_path: Path, data: bytes) -> None:
+        """validate prints one error line and exits 2 for a file that is not UTF-8 text."""
+        path = tmp_path / "agent.yaml"
+        path.write_bytes(data)
+        result = _cli("validate", str(path))
+        assert result.returncode == EXIT_CONFIG
+        assert result.stderr.startswith("error: ")
+        assert "Traceback" not in result.stderr
+
+    def test_validate_refuses_an_oversized_file_quickly(self, tmp_path: Path) -> None:
+        """A 50 MB file is refused by its size, in well under a second of work."""
+        path = tmp_path / "agent.yaml"
+        path.write_bytes(b"# " + b"x" * 50_000_000 + b"\n")
+        result = _cli("validate", str(path))
+        assert result.returncode == EXIT_CONFIG
+        assert "larger than" in result.stderr
+        assert "Traceback" not in result.stderr
+
+    def test_render_check_reports_a_non_utf8_committed_file_as_drift(self, tmp_path: Path) -> None:
+        """render --check compares bytes: a committed file that is not UTF-8 is drift, not a crash."""
+        assert main(["render", "--out", str(tmp_path)]) == EXIT_OK
+        (tmp_path / "alerts" / "rules.yaml").write_bytes(b"\xff\xfe garbage")
+        result = _cli("render", "--check", "--out", str(tmp_path))
+        assert result.returncode == EXIT_FAILED
+        assert "drift: " in result.stderr
+        assert "Traceback" not in result.stderr
+
+    @pytest.mark.parametrize("check", [[], ["--check"]], ids=["write", "check"])
+    def test_render_out_pointing_at_a_file_is_an_error(self, tmp_path: Path, check: list[str]) -> None:
+        """render --out naming a file prints error: and exits 2."""
+        target = tmp_path / "file.txt"
+        target.write_text("not a directory\n")
+        result = _cli("render", *check, "--out", str(target))
+        assert result.returncode == EXIT_CONFIG
+        assert result.stderr.startswith("error: ")
+        assert "not a directory" in result.stderr
+        assert "Traceback" not in result.stderr
+
+    def test_render_into_an_unwritable_place_is_an_error(self, tmp_path: Path) -> None:
+        """A directory that cannot be created (a file in its path) is error: and exit 2."""
+        (tmp_path / "file.txt").write_text("x\n")
+        result = _cli("render", "--out", str(tmp_path / "file.txt" / "sub"))
+        assert result.returncode == EXIT_CONFIG
+        assert result.stderr.startswith("error: ")
+        assert "Traceback" not in result.stderr
+
+
+#: Run the CLI with these top-level modules made unimportable, as if the extra were not installed.
+_HIDE_MODULES = """
+import sys
+class _Blocker:
+    def find_spec(self, name, path=None, target=None):
+        if name.partition(".")[0] in {hidden!r}:
+            raise ModuleNotFoundError(f"No module named {{name!r}}", name=name)
+        return None
+sys.meta_path.insert(0, _Blocker())
+from subagent_telemetry.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.parametrize(
+    ("hidden", "config", "extra"),
+    [
+        ("opentelemetry", "telemetry: {otlp: {enabled: true, endpoint: 'http://127.0.0.1:1'}}", "otel"),
+        ("redis", "quota: {store: 'redis://127.0.0.1:1/0'}", "redis"),
+    ],
+    ids=["otel", "redis"],
+)
+def test_a_missing_extra_is_one_error_naming_the_pip_command(
+    tmp_path: Path, hidden: str, config: str, extra: str
+) -> None:
+    """With the extra not installed, the demo exits 2 with the pip install command, no traceback."""
+    path = tmp_path / "agent.yaml"
+    path.write_text(config + "\n")
+    script = _HIDE_MODULES.format(hidden={hidden})
+    result = subprocess.run(
+        [sys.executable, "-c", script, "demo", "--once", "1", "--no-serve", "--config", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == EXIT_CONFIG, result.stderr
+    assert f"pip install 'subagent-telemetry[{extra}]'" in result.stderr
+    assert "Traceback" not in result.stderr

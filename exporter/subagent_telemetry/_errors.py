@@ -132,3 +132,26 @@ class ConcurrencyLimitReached(QuotaExceeded):
 
     def _figures(self) -> str:
         return f"{_fmt(self.used)} active >= {_fmt(self.limit)}"
+
+
+#: Top-level modules each optional extra installs.
+_EXTRA_MODULES: dict[str, tuple[str, ...]] = {
+    "otel": ("opentelemetry",),
+    "redis": ("redis",),
+    "dashboards": ("grafana_foundation_sdk",),
+}
+
+
+def missing_extra(exc: ModuleNotFoundError, extra: str, needed_by: str) -> Exception:
+    """A ``ConfigError`` naming the pip extra to install when ``exc`` is one of its modules; else ``exc``.
+
+    ``needed_by`` says which setting needs the extra, e.g. "telemetry.otlp.enabled is true".
+    """
+    root = (exc.name or "").partition(".")[0]
+    if root not in _EXTRA_MODULES[extra]:
+        return exc  # Some other module is missing: not ours to explain.
+    msg = (
+        f"{needed_by}, which needs the {root} package, not installed here; "
+        f"install it with: pip install 'subagent-telemetry[{extra}]'"
+    )
+    return ConfigError(msg)

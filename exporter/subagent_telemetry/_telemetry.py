@@ -14,6 +14,7 @@ from typing import Any, ParamSpec, TypeVar, cast
 from prometheus_client import REGISTRY, CollectorRegistry
 
 from ._config import Config
+from ._errors import missing_extra
 from ._execution import ErrorClassifier, Execution, SubagentMetrics
 from ._labels import AgentLabelMapper
 from ._recorder import Backend, Recorder
@@ -88,7 +89,11 @@ class SubagentTelemetry:
         otlp = self.config.telemetry.otlp
         tracing = False
         if otlp.enabled or meter_provider is not None or tracer_provider is not None:
-            from .backends._otel import OtelBackend  # noqa: PLC0415 - the OTel SDK loads only when enabled
+            try:
+                from .backends._otel import OtelBackend  # noqa: PLC0415 - the OTel SDK loads only when enabled
+            except ModuleNotFoundError as exc:
+                needed_by = "telemetry.otlp.enabled is true" if otlp.enabled else "an OTel provider was given"
+                raise missing_extra(exc, "otel", needed_by) from None
 
             otel = OtelBackend(
                 self.config,
@@ -141,7 +146,10 @@ class SubagentTelemetry:
     def _store_from_config(self, clock: Clock) -> QuotaStore:
         if self.config.quota.store == "memory":
             return InMemoryQuotaStore(clock)
-        from .quota._redis_store import RedisQuotaStore  # noqa: PLC0415 - redis loads only when configured
+        try:
+            from .quota._redis_store import RedisQuotaStore  # noqa: PLC0415 - redis loads only when configured
+        except ModuleNotFoundError as exc:
+            raise missing_extra(exc, "redis", "quota.store is a Redis URL") from None
 
         return cast(QuotaStore, RedisQuotaStore.from_config(self.config))
 

@@ -29,14 +29,27 @@ def _add_config_args(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--preset", choices=sorted(PRESETS), help=f"named preset (default {DEFAULT_PRESET})")
 
 
+def _limit(value: float | None) -> str:
+    return "unlimited" if value is None else f"{value:g}"
+
+
 def _cmd_validate(args: argparse.Namespace) -> int:
     config = load_config(args.config_file)
     sub = config.subagent
+    preset = f"preset={sub.preset}, " if sub.preset else ""
     print(
-        f"{args.config_file}: valid (max_depth={sub.max_depth}, default_max_turns={sub.default_max_turns}, "
-        f"max_executions={sub.max_executions}, max_total_tokens={sub.max_total_tokens}, "
-        f"max_total_time={sub.max_total_time}, max_concurrency={sub.max_concurrency})"
+        f"{args.config_file}: valid ({preset}max_depth={sub.max_depth}, "
+        f"default_max_turns={sub.default_max_turns}, max_executions={_limit(sub.max_executions)}, "
+        f"max_total_tokens={_limit(sub.max_total_tokens)}, max_total_time={_limit(sub.max_total_time)}, "
+        f"max_concurrency={sub.max_concurrency})"
     )
+    if not sub.budgets_set:
+        print(
+            f"warning: {args.config_file} sets no execution, token or time budget, so sessions are "
+            "unlimited; set agent.subagent.max_executions, max_total_tokens or max_total_time, or start "
+            "from a preset with agent.subagent.preset: balanced",
+            file=sys.stderr,
+        )
     return EXIT_OK
 
 
@@ -47,6 +60,9 @@ def _cmd_render(args: argparse.Namespace) -> int:
         files = render_files(_load(args))
     except ValueError as exc:  # a config the renderer cannot express; ConfigError is a ValueError too
         raise ConfigError(f"cannot render: {exc}") from None
+    if args.out.exists() and not args.out.is_dir():
+        msg = f"--out {args.out} is not a directory; name a directory (it is created if missing)"
+        raise ConfigError(msg)
     if args.check:
         drifted = drifted_files(files, args.out)
         for rel in drifted:
@@ -56,7 +72,12 @@ def _cmd_render(args: argparse.Namespace) -> int:
             return EXIT_FAILED
         print(f"{len(files)} rendered files match")
         return EXIT_OK
-    for path in write_files(files, args.out):
+    try:
+        written = write_files(files, args.out)
+    except OSError as exc:
+        msg = f"cannot write the rendered files under {args.out}: {exc}"
+        raise ConfigError(msg) from None
+    for path in written:
         print(path)
     return EXIT_OK
 

@@ -29,11 +29,17 @@ def write_files(files: dict[Path, str], out_dir: Path) -> list[Path]:
 
 
 def drifted_files(files: dict[Path, str], out_dir: Path) -> list[Path]:
-    """Rendered files whose committed copy under ``out_dir`` is missing or differs."""
+    """Rendered files whose committed copy under ``out_dir`` is missing, unreadable or differs.
+
+    Compared as bytes, so a committed file that is not UTF-8 text is drift, not a decoding error.
+    """
     drifted = []
     for rel, text in sorted(files.items()):
-        target = out_dir / rel
-        if not target.is_file() or target.read_text(encoding="utf-8") != text:
+        try:
+            same = (out_dir / rel).read_bytes() == text.encode("utf-8")
+        except OSError:
+            same = False
+        if not same:
             drifted.append(rel)
     return drifted
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from .._config import Config
+from .._errors import missing_extra
 
 #: Where each dashboard is written, relative to the output directory, by its UID suffix.
 DASHBOARD_PATHS: dict[str, Path] = {
@@ -22,13 +23,7 @@ def render_dashboards(config: Config) -> dict[Path, str]:
     try:
         from . import _dashboard_layout as layout  # noqa: PLC0415 - the SDK is an optional extra
     except ModuleNotFoundError as exc:
-        if not (exc.name or "").startswith("grafana_foundation_sdk"):
-            raise  # Some other module is missing: not ours to explain.
-        msg = (
-            "rendering dashboards needs grafana-foundation-sdk; "
-            "install it with: pip install 'subagent-telemetry[dashboards]'"
-        )
-        raise RuntimeError(msg) from None
+        raise missing_extra(exc, "dashboards", "rendering dashboards") from None
     return {
         DASHBOARD_PATHS["overview"]: layout.to_json(layout.overview(config)),
         DASHBOARD_PATHS["quotas"]: layout.to_json(layout.quotas(config)),
