@@ -120,7 +120,7 @@ class TestValidateBudgets:
         assert main(["validate", str(path)]) == EXIT_OK
         out, err = capsys.readouterr()
         assert "preset=balanced" in out
-        assert "max_executions=7, max_total_tokens=100000, max_total_time=600" in out
+        assert "max_executions=7, max_total_tokens=100000, max_total_time=600," in out
         assert err == ""
 
 

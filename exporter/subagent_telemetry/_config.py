@@ -191,8 +191,9 @@ class SubagentConfig(_Model):
 
     @property
     def budgets_set(self) -> bool:
-        """Whether any session budget (executions, tokens, time) is set; none set = unlimited."""
-        return any(v is not None for v in (self.max_executions, self.max_total_tokens, self.max_total_time))
+        """Whether any session budget (executions, tokens, time, cost) is set; none set = unlimited."""
+        budgets = (self.max_executions, self.max_total_tokens, self.max_total_time, self.max_total_cost)
+        return any(v is not None for v in budgets)
 
 
 class AgentSection(_Model):

@@ -7,6 +7,7 @@ import logging
 import signal
 import sys
 from collections.abc import Sequence
+from decimal import Decimal
 from pathlib import Path
 
 from ._config import DEFAULT_PRESET, PRESETS, Config, load_config
@@ -29,7 +30,7 @@ def _add_config_args(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--preset", choices=sorted(PRESETS), help=f"named preset (default {DEFAULT_PRESET})")
 
 
-def _limit(value: float | None) -> str:
+def _limit(value: float | Decimal | None) -> str:
     return "unlimited" if value is None else f"{value:g}"
 
 
@@ -41,13 +42,13 @@ def _cmd_validate(args: argparse.Namespace) -> int:
         f"{args.config_file}: valid ({preset}max_depth={sub.max_depth}, "
         f"default_max_turns={sub.default_max_turns}, max_executions={_limit(sub.max_executions)}, "
         f"max_total_tokens={_limit(sub.max_total_tokens)}, max_total_time={_limit(sub.max_total_time)}, "
-        f"max_concurrency={sub.max_concurrency})"
+        f"max_total_cost={_limit(sub.max_total_cost)}, max_concurrency={sub.max_concurrency})"
     )
     if not sub.budgets_set:
         print(
-            f"warning: {args.config_file} sets no execution, token or time budget, so sessions are "
-            "unlimited; set agent.subagent.max_executions, max_total_tokens or max_total_time, or start "
-            "from a preset with agent.subagent.preset: balanced",
+            f"warning: {args.config_file} sets no execution, token, time or cost budget, so sessions are "
+            "unlimited; set agent.subagent.max_executions, max_total_tokens, max_total_time or "
+            "max_total_cost, or start from a preset with agent.subagent.preset: balanced",
             file=sys.stderr,
         )
     return EXIT_OK
