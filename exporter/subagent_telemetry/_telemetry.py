@@ -136,7 +136,7 @@ class SubagentTelemetry:
         if store is None:
             store = self._store_from_config(clock)
         return QuotaTracker(
-            QuotaLimits.from_config(self.config.subagent),
+            QuotaLimits.from_config(self.config.subagent, self.config.cost.currency),
             store=store,
             clock=clock,
             warning_ratio=self.config.alerts.quota_nearly_exhausted.threshold,

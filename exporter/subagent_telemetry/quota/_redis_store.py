@@ -27,6 +27,7 @@ import os
 import urllib.parse
 import weakref
 from collections.abc import Sequence
+from decimal import Decimal
 from importlib import resources
 from typing import TYPE_CHECKING, Any
 
@@ -38,10 +39,16 @@ from redis.cluster import RedisCluster
 from redis.exceptions import ClusterDownError, NoScriptError, ReadOnlyError
 from redis.retry import Retry
 
-from .._errors import ConcurrencyLimitReached, ExecutionLimitReached, TimeLimitExceeded, TokenLimitExceeded
+from .._errors import (
+    ConcurrencyLimitReached,
+    CostLimitExceeded,
+    ExecutionLimitReached,
+    TimeLimitExceeded,
+    TokenLimitExceeded,
+)
 from ._store_errors import QuotaLimitsMismatchError, QuotaStoreUnavailable
 from ._store_policy import FailurePolicy, PendingOp
-from ._tracker import QuotaLimits, QuotaUsage, Reservation
+from ._tracker import NANO, QuotaLimits, QuotaUsage, Reservation
 
 if TYPE_CHECKING:
     from .._config import Config
@@ -166,6 +173,7 @@ class RedisQuotaStore:
         max_concurrency: int | None,
         lease_seconds: float = 300.0,
         estimated_tokens: int = 0,
+        estimated_cost_nanos: int = 0,
         failure_policy: str = "deny",
         local_allowance_executions: int = 0,
         local_allowance_tokens: int = 0,
@@ -186,6 +194,7 @@ class RedisQuotaStore:
         self._max_concurrency = max_concurrency
         self._lease_ms = max(int(lease_seconds * 1000), 1)
         self._estimate = estimated_tokens
+        self._cost_estimate = estimated_cost_nanos
         self._reply_ttl_ms = max(int(reply_ttl_seconds * 1000), 1)
         prefix = f"subagent:{{{session}}}:"
         names = ("meta", "leases", "reply:cur", "reply:old")
@@ -201,6 +210,8 @@ class RedisQuotaStore:
         self._async: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = weakref.WeakKeyDictionary()
         self._last = QuotaUsage(0, 0, 0.0)
         self._pinned: tuple[QuotaLimits | None, str, int, tuple[bytes, bytes]] = (None, "", 0, (b"", b""))
+        #: Reserve's money argument per take_lease, for the limits object of ``_pinned``.
+        self._cost_args: tuple[bytes, bytes] = (b" 0", b" 0")
         self._settle_ttl_ms = self._ttl_ms()
 
     @classmethod
@@ -213,6 +224,7 @@ class RedisQuotaStore:
             max_concurrency=config.subagent.max_concurrency,
             lease_seconds=quota.lease_seconds,
             estimated_tokens=quota.estimated_tokens,
+            estimated_cost_nanos=int(quota.estimated_cost * NANO),
             failure_policy=quota.failure_policy,
             local_allowance_executions=quota.local_allowance_executions,
             local_allowance_tokens=quota.local_allowance_tokens,
@@ -226,8 +238,8 @@ class RedisQuotaStore:
         """Count one execution (no lease, no slot): the plain ``QuotaStore`` contract."""
         return self._admit_sync(limits, take_lease=False).usage
 
-    def add_tokens(self, tokens: int, limits: QuotaLimits) -> QuotaUsage:
-        return self._settle_sync(PendingOp(_new_id(), tokens=tokens))
+    def add_tokens(self, tokens: int, limits: QuotaLimits, cost_nanos: int = 0) -> QuotaUsage:
+        return self._settle_sync(PendingOp(_new_id(), tokens=tokens, cost=cost_nanos))
 
     def usage(self) -> QuotaUsage:
         """The fleet's usage; the last known one (logged) while the store is unreachable."""
@@ -247,7 +259,7 @@ class RedisQuotaStore:
         dropped = self.policy.take_pending()
         if dropped:
             _log.warning("subagent_telemetry: reset dropped %d operations not yet replayed", len(dropped))
-        self._last = QuotaUsage(0, 0, 0.0)
+        self._last = QuotaUsage(0, 0, 0.0, 0)
 
     # -- LeasingQuotaStore ---------------------------------------------------------------------------
 
@@ -264,18 +276,21 @@ class RedisQuotaStore:
         try:
             if not self.policy.idle:
                 await asyncio.to_thread(self._flush)
+            static = self._static(limits, True)
             reply = await _RESERVE.run_async(
-                side, self._keys, request_id.encode(), self._static(limits, True)
+                side, self._keys, request_id.encode(), static, self._cost_args[True]
             )
         except UNAVAILABLE as error:
             return self._on_admit_error(request_id, error, True)
         return self._admitted(request_id, reply, limits)
 
-    def add_lease_tokens(self, reservation: Reservation, tokens: int, limits: QuotaLimits) -> QuotaUsage:
+    def add_lease_tokens(
+        self, reservation: Reservation, tokens: int, limits: QuotaLimits, cost_nanos: int = 0
+    ) -> QuotaUsage:
         lease = reservation.lease_id
         if lease.startswith(_LOCAL_PREFIX):
             lease = ""  # Admitted while degraded: no lease in the store, only the tokens to add.
-        return self._settle_sync(PendingOp(_new_id(), lease_id=lease, tokens=tokens))
+        return self._settle_sync(PendingOp(_new_id(), lease_id=lease, tokens=tokens, cost=cost_nanos))
 
     def release(self, reservation: Reservation) -> None:
         if reservation.lease_id.startswith(_LOCAL_PREFIX):
@@ -315,8 +330,9 @@ class RedisQuotaStore:
         try:
             if not self.policy.idle:
                 self._flush()
+            static = self._static(limits, take_lease)
             reply = _RESERVE.run(
-                self._client, self._keys, request_id.encode(), self._static(limits, take_lease)
+                self._client, self._keys, request_id.encode(), static, self._cost_args[take_lease]
             )
         except UNAVAILABLE as error:
             return self._on_admit_error(request_id, error, take_lease)
@@ -371,20 +387,22 @@ class RedisQuotaStore:
             common = f"{self._lease_ms} {self._estimate}"
             tail = f"{ttl_ms} {self._reply_ttl_ms}"
             static = (f"{pinned} {common} 0 {tail}".encode(), f"{pinned} {common} 1 {tail}".encode())
+            cost_limit = "" if limits.cost_limit_nanos is None else str(limits.cost_limit_nanos)
+            self._cost_args = (f"{cost_limit} 0".encode(), f"{cost_limit} {self._cost_estimate}".encode())
             cached = self._pinned = (limits, pinned, ttl_ms, static)
         return cached[3][take_lease]
 
-    def _settle_args(self, op: PendingOp) -> tuple[bytes, bytes, bytes]:
+    def _settle_args(self, op: PendingOp) -> tuple[bytes, bytes, bytes, bytes]:
         ttl_ms = max(self._settle_ttl_ms, self._pinned[2])
         numbers = (
             f"{op.tokens} {op.executions} {int(op.release)} {int(op.uncount)} "
             f"{self._lease_ms} {ttl_ms} {self._reply_ttl_ms}"
         )
-        return op.request_id.encode(), op.lease_id.encode(), numbers.encode()
+        return op.request_id.encode(), op.lease_id.encode(), numbers.encode(), str(op.cost).encode()
 
     def _remember(self, reply: bytes | str) -> QuotaUsage:
         parts = _split(reply)
-        usage = QuotaUsage(int(parts[1]), int(parts[2]), int(parts[4]) / 1000)
+        usage = QuotaUsage(int(parts[1]), int(parts[2]), int(parts[4]) / 1000, _cost(parts))
         self._last = usage
         return usage
 
@@ -400,7 +418,16 @@ class RedisQuotaStore:
                 "of the fleet the same agent.subagent limits, or use another quota.session"
             )
             raise QuotaLimitsMismatchError(msg)
-        usage = QuotaUsage(int(parts[1]), int(parts[2]), int(parts[4]) / 1000)
+        if code == b"cost_limits":
+            pinned = parts[6].decode()
+            mine = "0" if limits.cost_limit_nanos is None else str(limits.cost_limit_nanos)
+            msg = (
+                f"quota session {self.session!r} in {self.name} is pinned to a money limit of {pinned} "
+                f"nano-units (0 = none) but this process has {mine}; give every process of the fleet the "
+                "same agent.subagent.max_total_cost, or use another quota.session"
+            )
+            raise QuotaLimitsMismatchError(msg)
+        usage = QuotaUsage(int(parts[1]), int(parts[2]), int(parts[4]) / 1000, _cost(parts))
         self._last = usage
         if code == b"ok":
             return Reservation(request_id, usage)
@@ -411,6 +438,10 @@ class RedisQuotaStore:
             raise TokenLimitExceeded(committed, limits.max_total_tokens or 0)
         if code == b"time":
             raise TimeLimitExceeded(usage.elapsed_seconds, limits.max_total_time or 0.0)
+        if code == b"cost":
+            committed_cost = usage.cost_nanos + int(parts[6].split(b"|")[1])
+            used = Decimal(committed_cost).scaleb(-9).normalize()
+            raise CostLimitExceeded(used, limits.max_total_cost or Decimal(0), currency=limits.currency)
         raise ConcurrencyLimitReached(int(parts[5]), self._max_concurrency or 0, "(fleet-wide)")
 
     def _on_admit_error(self, request_id: str, error: Exception, take_lease: bool) -> Reservation:
@@ -424,7 +455,7 @@ class RedisQuotaStore:
         self.policy.admit(reason)  # Raises QuotaStoreUnavailable when the policy refuses.
         self.policy.queue(PendingOp(_new_id(), executions=1))
         last = self._last
-        usage = QuotaUsage(last.executions + 1, last.total_tokens, last.elapsed_seconds)
+        usage = QuotaUsage(last.executions + 1, last.total_tokens, last.elapsed_seconds, last.cost_nanos)
         self._last = usage
         return Reservation(_LOCAL_PREFIX + request_id, usage)
 
@@ -433,9 +464,16 @@ class RedisQuotaStore:
         if op.tokens:
             self.policy.use_tokens(op.tokens)
         last = self._last
-        usage = QuotaUsage(last.executions, last.total_tokens + op.tokens, last.elapsed_seconds)
+        usage = QuotaUsage(
+            last.executions, last.total_tokens + op.tokens, last.elapsed_seconds, last.cost_nanos + op.cost
+        )
         self._last = usage
         return usage
+
+
+def _cost(parts: list[bytes]) -> int:
+    """Money spent (nano-units) from a split reply; 0 from a script without money fields."""
+    return int(parts[6].split(b"|", 1)[0]) if len(parts) > 6 else 0
 
 
 def _split(reply: bytes | str) -> list[bytes]:

@@ -31,6 +31,8 @@ class PendingOp:
     executions: int = 0
     release: bool = False
     uncount: bool = False
+    #: Money spent, in nano-units of the currency.
+    cost: int = 0
 
 
 class FailurePolicy:

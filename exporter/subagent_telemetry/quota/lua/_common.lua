@@ -30,18 +30,26 @@ local function put(fields, name, value)
 end
 
 -- Leases past their expiry leave the zset (their slot comes back) when one can have expired; returns
--- the sum of their unused estimates (the caller gives it back) and the new lower bound of expiries.
+-- the sum of their unused estimates (the caller gives it back), the new lower bound of expiries and the
+-- sum of their unused money estimates (`cest:<lease id>` fields, nano-units).
 local function expire_leases(now, raw_next, fields)
   local next_expiry = tonumber(raw_next)
-  if next_expiry and (next_expiry < 0 or now < next_expiry) then return 0, next_expiry end
+  if next_expiry and (next_expiry < 0 or now < next_expiry) then return 0, next_expiry, 0 end
   local expired = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now)
-  local given_back = 0
+  local given_back, given_back_cost = 0, 0
   local n = #expired
   if n > 0 then
     local est = {}
-    for i, id in ipairs(expired) do est[i] = 'est:' .. id end
-    for _, value in ipairs(redis.call('HMGET', KEYS[1], unpack(est))) do
-      given_back = given_back + (tonumber(value) or 0)
+    for i, id in ipairs(expired) do
+      est[i] = 'est:' .. id
+      est[n + i] = 'cest:' .. id
+    end
+    for i, value in ipairs(redis.call('HMGET', KEYS[1], unpack(est))) do
+      if i <= n then
+        given_back = given_back + (tonumber(value) or 0)
+      else
+        given_back_cost = given_back_cost + (tonumber(value) or 0)
+      end
     end
     redis.call('HDEL', KEYS[1], unpack(est))
     redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
@@ -50,7 +58,14 @@ local function expire_leases(now, raw_next, fields)
   local first = redis.call('ZRANGE', KEYS[2], 0, 0, 'WITHSCORES')
   next_expiry = tonumber(first[2]) or -1
   put(fields, 'next_expiry_ms', str(next_expiry))
-  return given_back, next_expiry
+  return given_back, next_expiry, given_back_cost
+end
+
+-- Money (nano-units of the currency) lives beside the counters: `cost` spent, `cost_reserved` held by
+-- open leases' estimates, `cost_limit` pinned on first use ('' = no money budget).
+local function read_cost(extra)
+  local c = redis.call('HMGET', KEYS[1], 'cost', 'cost_reserved', 'cost_limit', extra)
+  return tonumber(c[1]) or 0, tonumber(c[2]) or 0, c[3], c[4]
 end
 
 -- Writes the meta fields, keeps the keys' TTL at least ttl_ms / 2 (refreshed to ttl_ms only when less is

@@ -3,8 +3,10 @@
 -- ARGV: 1 request id (= lease id),
 --       2 'executions|tokens|time_ms|concurrency lease_ms estimated_tokens take_lease ttl_ms reply_ttl_ms'
 --         (the limits as pinned, '' = unlimited, then integers; one argument: cheaper to send and parse)
--- Reply: 'code|executions|tokens|reserved|elapsed_ms|active[|pinned limits]'; code is 'ok',
--- 'executions', 'tokens', 'time', 'concurrency' (refused) or 'limits' (this process's limits differ).
+--       3 'cost_limit estimated_cost' (nano-units, '' = no money budget; optional: absent = neither)
+-- Reply: 'code|executions|tokens|reserved|elapsed_ms|active[|pinned limits]|cost|cost_reserved'; code is
+-- 'ok', 'executions', 'tokens', 'time', 'concurrency', 'cost' (refused) or 'limits' / 'cost_limits'
+-- (this process's limits differ; then the pinned limits follow, and no cost fields).
 local cached = cached_reply()
 if cached then return cached end
 
@@ -28,16 +30,30 @@ local m = redis.call('HMGET', KEYS[1], 'limits', 'executions', 'tokens', 'reserv
 if m[1] and m[1] ~= pinned then
   return 'limits|0|0|0|0|0|' .. m[1]
 end
+local climit_raw, cestimate = string.match(ARGV[3] or ' 0', '^(%d*) (%d+)$')
+if not climit_raw or climit_raw == '0' then
+  error('subagent_telemetry: reserve money argument must be "cost_limit estimated_cost" (nano-units, '
+    .. 'limit > 0 or empty), got ' .. tostring(ARGV[3]))
+end
+cestimate = tonumber(cestimate)
+local cpin = climit_raw == '' and '0' or climit_raw  -- Pinned as '0' when there is no money budget.
+local cost, creserved, cpinned = read_cost('limits')
+if cpinned and cpinned ~= cpin then
+  return 'cost_limits|0|0|0|0|0|' .. cpinned
+end
+local climit = tonumber(climit_raw)
 local executions, tokens, reserved = tonumber(m[2]) or 0, tonumber(m[3]) or 0, tonumber(m[4]) or 0
 local started = tonumber(m[5])
 local fields = {}
 if not m[1] then put(fields, 'limits', pinned) end
+if not cpinned then put(fields, 'cost_limit', cpin) end
 if not started then
   started = now
   put(fields, 'started_ms', str(now))
 end
-local given_back, next_expiry = expire_leases(now, m[6], fields)
+local given_back, next_expiry, given_back_cost = expire_leases(now, m[6], fields)
 reserved = reserved - given_back
+creserved = creserved - given_back_cost
 local active = redis.call('ZCARD', KEYS[2])
 
 local code = 'ok'
@@ -49,6 +65,8 @@ elseif limits[3] and now - started >= limits[3] then
   code = 'time'
 elseif take_lease and limits[4] and active >= limits[4] then
   code = 'concurrency'
+elseif climit and (cost + creserved >= climit or (take_lease and cost + creserved + cestimate > climit)) then
+  code = 'cost'
 end
 
 local new_zset = false
@@ -58,6 +76,10 @@ if code == 'ok' then
   if take_lease then
     reserved = reserved + estimate
     put(fields, 'est:' .. ARGV[1], str(estimate))
+    if cestimate > 0 then
+      creserved = creserved + cestimate
+      put(fields, 'cest:' .. ARGV[1], str(cestimate))
+    end
     local expiry = now + lease_ms
     redis.call('ZADD', KEYS[2], expiry, ARGV[1])
     new_zset = active == 0
@@ -68,5 +90,9 @@ if code == 'ok' then
   end
 end
 if given_back ~= 0 or (code == 'ok' and take_lease) then put(fields, 'reserved', str(reserved)) end
+if given_back_cost ~= 0 or (code == 'ok' and take_lease and cestimate > 0) then
+  put(fields, 'cost_reserved', str(creserved))
+end
 local reply = table.concat({code, str(executions), str(tokens), str(reserved), str(now - started), str(active)}, '|')
+reply = reply .. '|' .. str(cost) .. '|' .. str(creserved)
 return finish(reply, fields, now, m[7], m[8], ttl_ms, reply_ttl_ms, new_zset)
