@@ -2,12 +2,15 @@
 # Installs, as root, the Debian packages the test suite needs that pip cannot provide:
 #   debian-archive-keyring  checks the packages scripts/install-tools.sh downloads
 #   docker-compose          (1.29, Python) validates compose/docker-compose.yml offline; no engine needed
+#   tmux                    a real terminal for the `subagent-telemetry top` tests (send-keys, capture-pane)
+#   chromium                renders the `subagent-telemetry report` HTML headless to a screenshot
+#   fonts-dejavu-core       a font for Chromium's text and matplotlib's charts
 # The servers themselves (prometheus, alertmanager, redis, ...) go to a project-local folder through
 # scripts/install-tools.sh, which needs nothing else from the system.
 # Idempotent: packages already installed are skipped, and `apt-get update` runs only when needed.
 set -euo pipefail
 
-PACKAGES=(debian-archive-keyring docker-compose)
+PACKAGES=(debian-archive-keyring docker-compose tmux chromium fonts-dejavu-core)
 
 missing=()
 for pkg in "${PACKAGES[@]}"; do

@@ -162,6 +162,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--otlp-endpoint", help="also push OTLP metrics and traces here (flushed before exit)")
     demo.set_defaults(func=_cmd_demo)
     _add_stack_parser(sub)
+    _add_operator_parsers(sub)
     return parser
 
 
@@ -211,6 +212,43 @@ def _add_stack_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
     up.add_argument("--compose-dir", type=Path, help="folder of docker-compose.yml (default: ./compose)")
     up.add_argument("--workdir", type=Path, help="keep logs and data here (default: a temporary folder)")
     up.set_defaults(func=_cmd_stack_up)
+
+
+def _cmd_top(args: argparse.Namespace) -> int:
+    from .tools._top import TopOptions, run_top  # noqa: PLC0415 - rich only for this command
+
+    options = TopOptions(
+        url=args.url,
+        config=_load(args),
+        source=args.source,
+        interval_seconds=args.interval,
+        window_seconds=args.window,
+        timeout_seconds=args.timeout,
+        once=args.once,
+    )
+    return run_top(options)
+
+
+def _add_operator_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    fmt = argparse.ArgumentDefaultsHelpFormatter
+    top = sub.add_parser(
+        "top",
+        help="live terminal view of subagents from an agent's /metrics URL or a Prometheus URL (q quits)",
+        formatter_class=fmt,
+    )
+    _add_config_args(top)
+    top.add_argument("url", help="an agent's /metrics URL (one process) or a Prometheus base URL (a fleet)")
+    top.add_argument(
+        "--source",
+        choices=("auto", "metrics", "prometheus"),
+        default="auto",
+        help="auto: a URL whose path ends in /metrics is an agent, anything else Prometheus",
+    )
+    top.add_argument("--interval", type=float, default=1.0, help="seconds between refreshes")
+    top.add_argument("--window", type=float, help="seconds of rates and ratios (default: alerts.rate_window)")
+    top.add_argument("--timeout", type=float, default=2.0, help="seconds before a source counts as down")
+    top.add_argument("--once", action="store_true", help="print one frame and exit (scripts, CI)")
+    top.set_defaults(func=_cmd_top)
 
 
 def _ratio(text: str) -> float:

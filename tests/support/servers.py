@@ -72,6 +72,19 @@ def tool(name: str) -> str:
     pytest.skip(msg)
 
 
+def system_tool(names: Sequence[str]) -> str:
+    """Path of a Debian package's binary (the first of ``names`` on PATH); skips the test when missing
+    (fails it in CI, where scripts/install-system-deps.sh installs it)."""
+    for name in names:
+        found = shutil.which(name)
+        if found:
+            return found
+    msg = f"{names[0]} not found on PATH; install it with: bash scripts/install-system-deps.sh (as root)"
+    if _in_ci():
+        pytest.fail(msg)
+    pytest.skip(msg)
+
+
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that nothing listens on right now."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:

@@ -1,0 +1,220 @@
+"""Reading the catalog's metrics for the operator tools: an agent's /metrics text or the Prometheus HTTP API.
+
+Both sources give the same :class:`Readings` (every catalog series at one instant), so ``top``, ``tune``
+and ``report`` compute rates, ratios and quantiles in one way whatever they read. Metric names come only
+from the catalog.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from prometheus_client.parser import text_string_to_metric_families
+
+from .. import _catalog as cat
+
+Labels = Mapping[str, str]
+Series = list[tuple[dict[str, str], float]]
+
+
+class SourceError(RuntimeError):
+    """A source could not be read (down, slow, not a metrics endpoint, or a bad answer); shown, not raised
+    past the tool."""
+
+
+def http_get(url: str, timeout_seconds: float) -> bytes:
+    """The body of a GET; any failure (refused, timeout, HTTP error) becomes one ``SourceError``."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout_seconds) as response:
+            body: bytes = response.read()
+            return body
+    except urllib.error.HTTPError as err:
+        msg = f"GET {url}: HTTP {err.code} {err.reason}"
+        raise SourceError(msg) from None
+    except (OSError, ValueError) as err:  # URLError, timeouts, refused connections are OSErrors.
+        reason = getattr(err, "reason", err)
+        msg = f"GET {url}: {reason}"
+        raise SourceError(msg) from None
+
+
+@dataclass(frozen=True)
+class Readings:
+    """Every catalog series seen at one instant: series name → [(labels, value)]."""
+
+    series: Mapping[str, Series]
+    at_unix_seconds: float
+
+    def samples(self, name: str, where: Labels | None = None) -> Series:
+        """The series of ``name`` whose labels include ``where``."""
+        want = dict(where or {})
+        return [
+            (lab, v) for lab, v in self.series.get(name, []) if all(lab.get(k) == x for k, x in want.items())
+        ]
+
+    def total(self, name: str, where: Labels | None = None) -> float:
+        """The sum over every matching series (counters and histograms add up across processes)."""
+        return math.fsum(v for _, v in self.samples(name, where))
+
+    def by(self, name: str, label: str, where: Labels | None = None, *, agg: str = "sum") -> dict[str, float]:
+        """``agg`` (``sum`` or ``max``) of the matching series, grouped by one label's values."""
+        out: dict[str, float] = {}
+        for lab, value in self.samples(name, where):
+            key = lab.get(label, "")
+            if agg == "max":
+                out[key] = max(out.get(key, value), value)
+            else:
+                out[key] = out.get(key, 0.0) + value
+        return out
+
+    def buckets(self, spec: cat.MetricSpec, where: Labels | None = None) -> list[tuple[float, float]]:
+        """Cumulative histogram buckets ``(le, count)`` summed over the matching series, sorted by ``le``."""
+        counts: dict[float, float] = {}
+        for lab, value in self.samples(f"{spec.name}_bucket", where):
+            le = float(lab.get("le", "+Inf"))
+            counts[le] = counts.get(le, 0.0) + value
+        return sorted(counts.items())
+
+
+def delta_buckets(
+    new: list[tuple[float, float]], old: list[tuple[float, float]]
+) -> list[tuple[float, float]]:
+    """Buckets of what happened between two readings (``old`` empty: since the start); never negative."""
+    before = dict(old)
+    return [(le, max(count - before.get(le, 0.0), 0.0)) for le, count in new]
+
+
+def quantile(q: float, buckets: Sequence[tuple[float, float]]) -> float | None:
+    """``histogram_quantile`` as Prometheus computes it: linear interpolation inside the bucket holding
+    rank ``q * count``; the highest finite bound when it falls in ``+Inf``; None without observations."""
+    if not buckets or buckets[-1][1] <= 0:
+        return None
+    total = buckets[-1][1]
+    rank = q * total
+    lower_bound, lower_count = 0.0, 0.0
+    for le, count in buckets:
+        if count >= rank and count > lower_count:
+            if math.isinf(le):
+                return lower_bound
+            return lower_bound + (le - lower_bound) * (rank - lower_count) / (count - lower_count)
+        lower_bound, lower_count = le, count
+    return lower_bound
+
+
+def _catalog_series_names() -> dict[str, cat.MetricSpec]:
+    return {name: spec for spec in cat.CATALOG for name in spec.series_names}
+
+
+def parse_metrics_text(text: str, at_unix_seconds: float | None = None) -> Readings:
+    """The catalog's series in a Prometheus text exposition (other metrics are ignored)."""
+    known = _catalog_series_names()
+    series: dict[str, Series] = {}
+    try:
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                if sample.name in known:
+                    series.setdefault(sample.name, []).append((dict(sample.labels), float(sample.value)))
+    except ValueError as err:
+        msg = f"not a Prometheus text exposition: {err}"
+        raise SourceError(msg) from None
+    return Readings(series, time.time() if at_unix_seconds is None else at_unix_seconds)
+
+
+@dataclass
+class MetricsEndpoint:
+    """One agent's ``/metrics`` URL: no Prometheus needed, one process."""
+
+    url: str
+    timeout_seconds: float = 2.0
+
+    def read(self) -> Readings:
+        readings = parse_metrics_text(http_get(self.url, self.timeout_seconds).decode("utf-8", "replace"))
+        if not readings.series:
+            msg = f"{self.url} serves no subagent metrics (is it an agent's /metrics URL?)"
+            raise SourceError(msg)
+        return readings
+
+
+@dataclass
+class PrometheusAPI:
+    """A Prometheus (or compatible) server's HTTP API, restricted to ``selector`` (e.g. ``job="agent"``)."""
+
+    url: str
+    selector: str = ""
+    timeout_seconds: float = 5.0
+    _names_regex: str = field(init=False, default="")
+
+    def __post_init__(self) -> None:
+        self.url = self.url.rstrip("/")
+        self._names_regex = "|".join(re.escape(n) for n in sorted(_catalog_series_names()))
+
+    def _get(self, path: str, params: Mapping[str, str]) -> Any:
+        url = f"{self.url}{path}?{urllib.parse.urlencode(params)}"
+        try:
+            payload = json.loads(http_get(url, self.timeout_seconds))
+        except json.JSONDecodeError:
+            msg = f"{self.url} did not answer with JSON: is it a Prometheus URL?"
+            raise SourceError(msg) from None
+        if payload.get("status") != "success":
+            msg = f"{self.url}: {payload.get('errorType', '?')}: {payload.get('error', payload)}"
+            raise SourceError(msg)
+        return payload["data"]
+
+    def matchers(self, extra: str = "") -> str:
+        """``{selector, extra}`` for a series selector."""
+        parts = [p for p in (self.selector.strip().strip("{}"), extra) if p]
+        return "{" + ", ".join(parts) + "}"
+
+    def query(self, expr: str, at_unix_seconds: float | None = None) -> Series:
+        """An instant query: [(labels, value)]."""
+        params = {"query": expr}
+        if at_unix_seconds is not None:
+            params["time"] = f"{at_unix_seconds:.3f}"
+        data = self._get("/api/v1/query", params)
+        if data.get("resultType") == "scalar":
+            return [({}, float(data["result"][1]))]
+        return [(dict(item["metric"]), float(item["value"][1])) for item in data["result"]]
+
+    def query_range(
+        self, expr: str, start_unix_seconds: float, end_unix_seconds: float, step_seconds: float
+    ) -> list[tuple[dict[str, str], list[tuple[float, float]]]]:
+        """A range query: [(labels, [(time, value)])]."""
+        params = {
+            "query": expr,
+            "start": f"{start_unix_seconds:.3f}",
+            "end": f"{end_unix_seconds:.3f}",
+            "step": f"{max(step_seconds, 0.001):.3f}",
+        }
+        data = self._get("/api/v1/query_range", params)
+        return [
+            (dict(item["metric"]), [(float(t), float(v)) for t, v in item["values"]])
+            for item in data["result"]
+        ]
+
+    def readings(self, at_unix_seconds: float | None = None) -> Readings:
+        """Every catalog series of every matching target at one instant (raw, per process)."""
+        at = time.time() if at_unix_seconds is None else at_unix_seconds
+        expr = self.matchers(f'__name__=~"{self._names_regex}"')
+        series: dict[str, Series] = {}
+        for labels, value in self.query(expr, at):
+            name = labels.pop("__name__", "")
+            series.setdefault(name, []).append((labels, value))
+        return Readings(series, at)
+
+    def firing_alerts(self, names: Iterable[str]) -> list[dict[str, str]]:
+        """Labels of the firing alerts among ``names`` (the rendered rules' alerts)."""
+        wanted = set(names)
+        data = self._get("/api/v1/alerts", {})
+        return [
+            dict(alert["labels"])
+            for alert in data.get("alerts", [])
+            if alert.get("state") == "firing" and alert.get("labels", {}).get("alertname") in wanted
+        ]
