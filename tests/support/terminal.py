@@ -6,6 +6,7 @@ is killed when the session is closed.
 
 from __future__ import annotations
 
+import os
 import shlex
 import subprocess
 import time
@@ -40,8 +41,15 @@ class TmuxSession:
         )
 
     def _run(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        # COLUMNS/LINES (set by some test runners) would override the terminal's real size.
+        env = {k: v for k, v in os.environ.items() if k not in {"COLUMNS", "LINES"}}
         return subprocess.run(
-            [self.tmux, "-L", self.socket, *args], capture_output=True, text=True, timeout=10, check=check
+            [self.tmux, "-L", self.socket, *args],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=check,
+            env=env,
         )
 
     def alive(self) -> bool:

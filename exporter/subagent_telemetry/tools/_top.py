@@ -501,7 +501,7 @@ def render(
 
 
 def _lines(console: Console, parts: list[RenderableType]) -> int:
-    return len(console.render_lines(Group(*parts), console.options, pad=False))
+    return len(console.render_lines(Group(*parts), console.options.reset_height(), pad=False))
 
 
 # --------------------------------------------------------------------------------------------------
