@@ -223,6 +223,15 @@ class PrometheusConfig(_Model):
     port: int = Field(9464, ge=0, le=65535, description="Port of the /metrics listener (0 = any free).")
     tls: TlsConfig | None = Field(None, description="Serve HTTPS with this certificate.")
     basic_auth: BasicAuthConfig | None = Field(None, description="Require HTTP basic auth.")
+    timeout_seconds: float = Field(
+        10.0,
+        gt=0,
+        le=3600,
+        description="Time a client has for its TLS handshake and request, and again to read the response.",
+    )
+    max_connections: int = Field(
+        32, ge=1, le=10000, description="Open /metrics connections at most; more are refused at accept."
+    )
 
 
 class AgentLabelConfig(_Model):
