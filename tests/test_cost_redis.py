@@ -97,8 +97,10 @@ class TestSettlement:
         """The same request id run twice (a retry after a lost reply) adds the money once."""
         client = redis.Redis.from_url(server.url)
         script = client.register_script(SETTLE_LUA)
-        keys = [f"subagent:{{retry-cost}}:{k}" for k in ("meta", "leases", "reply:cur", "reply:old")]
-        args = ["s1", "", "0 0 0 0 60000 3600000 60000", "12345"]
+        keys = [
+            f"subagent:{{retry-cost}}:{k}" for k in ("meta", "leases", "reply:cur", "reply:old", "expired")
+        ]
+        args = ["s1", "", "0 0 60000 3600000 60000", "12345"]
         assert script(keys=keys, args=args) == script(keys=keys, args=args)
         assert _meta(server, "retry-cost")["cost"] == "12345"
 

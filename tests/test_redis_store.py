@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,6 +21,7 @@ from subagent_telemetry import (
     QuotaLimits,
     SubagentTelemetry,
     TimeLimitExceeded,
+    cli,
 )
 from subagent_telemetry.fleet import QuotaLimitsMismatchError, QuotaStoreUnavailable
 from subagent_telemetry.quota._store_policy import FailurePolicy
@@ -98,7 +102,7 @@ class TestWithoutAServer:
     def test_local_allowance_stops_when_its_tokens_are_used(self) -> None:
         """Tokens used while degraded count against the local token allowance."""
         policy = FailurePolicy("local_allowance", "redis://x", allowance_executions=5, allowance_tokens=100)
-        policy.use_tokens(100)
+        policy.add_tokens(100)
         with pytest.raises(QuotaStoreUnavailable):
             policy.admit("down")
 
@@ -114,7 +118,7 @@ class TestScripts:
         """Running reserve twice with one request id counts one execution and returns the same reply."""
         client = redis.Redis.from_url(server.url)
         script = client.register_script(RESERVE_LUA)
-        keys = [f"subagent:{{retry}}:{k}" for k in ("meta", "leases", "reply:cur", "reply:old")]
+        keys = [f"subagent:{{retry}}:{k}" for k in ("meta", "leases", "reply:cur", "reply:old", "expired")]
         args = ["r1", "10|||5 60000 0 1 3600000 60000"]
         assert script(keys=keys, args=args) == script(keys=keys, args=args)
         assert _meta(server.url, "retry")["executions"] == 1
@@ -123,7 +127,7 @@ class TestScripts:
         """A malformed call raises and leaves no key behind."""
         client = redis.Redis.from_url(server.url)
         script = client.register_script(RESERVE_LUA)
-        keys = [f"subagent:{{bad}}:{k}" for k in ("meta", "leases", "reply:cur", "reply:old")]
+        keys = [f"subagent:{{bad}}:{k}" for k in ("meta", "leases", "reply:cur", "reply:old", "expired")]
         with pytest.raises(redis.ResponseError, match="estimated_tokens"):
             script(keys=keys, args=["r1", "10|||5 60000 -1 1 3600000 60000"])
         assert client.keys("subagent:{bad}*") == []
@@ -138,12 +142,43 @@ class TestScripts:
         assert min(ttls) > (600 + 3600) * 1000 - 5_000
 
     def test_other_limits_for_a_pinned_session_are_refused(self, server: RunningServer) -> None:
-        """A process started with different limits for the same session gets a clear error."""
+        """A process whose session got pinned to other limits after it started gets a clear error."""
+        other = _tel(_config(server.url, "pinned", max_executions=20))
         with _tel(_config(server.url, "pinned", max_executions=10)).execution("a"):
             pass
-        other = _tel(_config(server.url, "pinned", max_executions=20))
         with pytest.raises(QuotaLimitsMismatchError, match=r"pinned to limits 10\|\|\|50"):
             other.execution("b").__enter__()
+
+    def test_a_worker_with_other_limits_fails_at_startup(self, server: RunningServer) -> None:
+        """SubagentTelemetry checks the pinned limits at construction, before serving anything."""
+        with _tel(_config(server.url, "pinned-start", max_executions=10)).execution("a"):
+            pass
+        with pytest.raises(QuotaLimitsMismatchError, match=r"pinned to limits 10\|\|\|50 .* has 20\|\|\|50"):
+            _tel(_config(server.url, "pinned-start", max_executions=20))
+
+    def test_an_unreachable_store_does_not_stop_startup(self) -> None:
+        """The startup check only logs when the store is down; the failure policy decides at admission."""
+        config = _config(f"redis://127.0.0.1:{free_port()}", "down-at-start", {"failure_policy": "allow"})
+        with _tel(config).execution("a"):
+            pass
+
+    def test_validate_store_checks_a_config_against_the_live_store(
+        self, server: RunningServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """`validate --store` passes for the pinned limits and fails (exit 2, error: …) for others."""
+        with _tel(_config(server.url, "pinned-cli", max_executions=10)).execution("a"):
+            pass
+        same, other = tmp_path / "same.yaml", tmp_path / "other.yaml"
+        body = (
+            "agent:\n  subagent: {{max_executions: {n}, max_concurrency: 50}}\n"
+            "quota: {{store: '{url}', session: pinned-cli}}\n"
+        )
+        same.write_text(body.format(n=10, url=server.url))
+        other.write_text(body.format(n=20, url=server.url))
+        assert cli.main(["validate", "--store", str(same)]) == 0
+        assert "accepts limits 10|||50" in capsys.readouterr().out
+        assert cli.main(["validate", "--store", str(other)]) == 2
+        assert "error: quota session 'pinned-cli'" in capsys.readouterr().err
 
     def test_the_budget_refuses_with_the_documented_exception(self, server: RunningServer) -> None:
         """The fleet's execution budget raises ExecutionLimitReached with the store's figures."""
@@ -185,6 +220,23 @@ class TestScripts:
         asyncio.run(run())
         meta = _meta(server.url, "async")
         assert (meta["executions"], meta["tokens"], meta["reserved"]) == (3, 30, 0)
+
+    def test_two_hundred_event_loops_leave_no_connections_open(self, server: RunningServer) -> None:
+        """200 asyncio.run() calls with an async execution each leave no connection or fd behind."""
+        tel = _tel(_config(server.url, "loops"))
+        client = redis.Redis.from_url(server.url)
+
+        async def one() -> None:
+            async with tel.execution("a") as run:
+                run.record_tokens(output=1)
+
+        asyncio.run(one())
+        clients, fds = len(client.client_list()), len(os.listdir("/proc/self/fd"))
+        for _ in range(200):
+            asyncio.run(one())
+        wait_for(lambda: len(client.client_list()) <= clients, 5.0, 0.05)
+        assert len(os.listdir("/proc/self/fd")) <= fds
+        assert _meta(server.url, "loops")["tokens"] == 201
 
     def test_a_slot_held_by_another_process_makes_admission_wait_then_refuse(
         self, server: RunningServer
@@ -324,3 +376,244 @@ class TestFailover:
             finally:
                 proxy.close()
                 replica.stop()
+
+
+def _proxied_store(
+    proxy: TcpProxy, session: str, quota: dict[str, Any] | None = None, **kwargs: Any
+) -> tuple[SubagentTelemetry, RedisQuotaStore]:
+    """A telemetry whose store goes through ``proxy`` and retries the store 50 ms after a failure."""
+    config = _config(f"redis://127.0.0.1:{proxy.port}", session, quota)
+    store = RedisQuotaStore.from_config(config)
+    for name, value in kwargs.items():
+        setattr(store, name, value)
+    store.policy._retry_after = 0.05
+    return _tel(config, store), store
+
+
+def _evalsha_calls(url: str) -> int:
+    """EVALSHA calls the server ran (not those refused with NOSCRIPT, then loaded and sent again)."""
+    stats = redis.Redis.from_url(url).info("commandstats").get("cmdstat_evalsha", {})
+    return (
+        int(stats.get("calls", 0)) - int(stats.get("rejected_calls", 0)) - int(stats.get("failed_calls", 0))
+    )
+
+
+def _leases(url: str, session: str) -> int:
+    return int(redis.Redis.from_url(url).zcard(f"subagent:{{{session}}}:leases"))
+
+
+@integration
+class TestKeyTtl:
+    def test_the_ttl_follows_the_time_budget_after_tokens_are_recorded(self, server: RunningServer) -> None:
+        """max_total_time 300 s: after admission and settle the keys live 300 s + lease + 1 h, not 7 days."""
+        tel = _tel(_config(server.url, "ttl-300", {"lease_seconds": 60}, max_total_time=300))
+        client = redis.Redis.from_url(server.url)
+        expected_ms = (300 + 60 + 3600) * 1000
+        with tel.execution("a") as run:
+            run.record_tokens(output=5)
+            ttls = [client.pttl(f"subagent:{{ttl-300}}:{key}") for key in ("meta", "leases")]
+        ttls.append(client.pttl("subagent:{ttl-300}:meta"))
+        assert all(expected_ms - 5_000 < ttl <= expected_ms for ttl in ttls), ttls
+
+    def test_without_a_time_budget_the_keys_live_seven_days_and_a_lease_past_the_last_write(
+        self, server: RunningServer
+    ) -> None:
+        """No time budget: the keys' TTL is 7 days + lease + 1 h, as docs/fleet.md says."""
+        tel = _tel(_config(server.url, "ttl-idle", {"lease_seconds": 60}))
+        with tel.execution("a") as run:
+            run.record_tokens(output=5)
+        expected_ms = (7 * 24 * 3600 + 60 + 3600) * 1000
+        assert (
+            expected_ms - 5_000
+            < redis.Redis.from_url(server.url).pttl("subagent:{ttl-idle}:meta")
+            <= expected_ms
+        )
+
+
+@integration
+class TestExactlyOnce:
+    @pytest.fixture
+    def proxy(self, server: RunningServer) -> Iterator[TcpProxy]:
+        proxy = TcpProxy(server.port)
+        yield proxy
+        proxy.close()
+
+    def test_a_lost_admission_replayed_after_its_lease_expired_counts_once(
+        self, server: RunningServer, proxy: TcpProxy
+    ) -> None:
+        """allow: a lost admission runs locally; replayed after its lease expired, it counts once."""
+        quota = {"failure_policy": "allow", "lease_seconds": 0.2}
+        tel, _ = _proxied_store(proxy, "lost-late", quota)
+        other = _tel(_config(server.url, "lost-late", quota))
+        with tel.execution("warm-up"):
+            pass
+        proxy.drop_next_reply(then_down=True)
+        with tel.execution("reply-lost"):  # Counted by the store, then admitted locally as well.
+            pass
+        time.sleep(0.3)
+        with other.execution("expires-the-lease"):
+            pass
+        proxy.set_down(False)
+        time.sleep(0.1)
+        with tel.execution("after"):
+            pass
+        meta = _meta(server.url, "lost-late")
+        assert (meta["executions"], meta["reserved"]) == (4, 0)
+        assert _leases(server.url, "lost-late") == 0
+
+    def test_under_deny_a_refused_admission_whose_reply_was_lost_is_not_counted(
+        self, server: RunningServer, proxy: TcpProxy
+    ) -> None:
+        """deny: the store counted an admission the process refused; the replay gives it back, even late."""
+        quota = {"failure_policy": "deny", "lease_seconds": 0.2}
+        tel, _ = _proxied_store(proxy, "deny-late", quota)
+        other = _tel(_config(server.url, "deny-late", quota))
+        with tel.execution("warm-up"):
+            pass
+        proxy.drop_next_reply(then_down=True)
+        with pytest.raises(QuotaStoreUnavailable):
+            tel.execution("refused").__enter__()
+        time.sleep(0.3)
+        with other.execution("expires-the-lease"):
+            pass
+        proxy.set_down(False)
+        time.sleep(0.1)
+        with tel.execution("after"):
+            pass
+        assert _meta(server.url, "deny-late")["executions"] == 3
+
+    def test_a_replay_whose_reply_is_lost_counts_once_after_its_request_id_is_forgotten(
+        self, server: RunningServer, proxy: TcpProxy
+    ) -> None:
+        """The backlog's replay is applied once however late it is retried (request ids kept 0.2 s here)."""
+        quota = {"failure_policy": "allow"}
+        tel, _ = _proxied_store(proxy, "replay-lost", quota, _reply_ttl_ms=200)
+        other_store = RedisQuotaStore.from_config(_config(server.url, "replay-lost", quota))
+        other_store._reply_ttl_ms = 200
+        other = _tel(_config(server.url, "replay-lost", quota), other_store)
+        with tel.execution("warm-up"):
+            pass
+        proxy.set_down(True)
+        for _ in range(3):
+            with tel.execution("local") as run:
+                run.record_tokens(output=10)
+        proxy.set_down(False)
+        time.sleep(0.1)
+        proxy.drop_next_reply(containing=b"ok|", then_down=True)  # The replay's reply.
+        with tel.execution("replays"):
+            pass
+        for _ in range(3):  # Two generations of replies rotate away meanwhile.
+            time.sleep(0.25)
+            with other.execution("rotates"):
+                pass
+        proxy.set_down(False)
+        time.sleep(0.1)
+        with tel.execution("after"):
+            pass
+        meta = _meta(server.url, "replay-lost")
+        # warm-up + 3 local + replays (admitted locally, its reserve never sent) + 3 rotates + after
+        assert (meta["executions"], meta["tokens"], meta["reserved"]) == (9, 30, 0)
+
+
+@integration
+class TestOutage:
+    @pytest.fixture
+    def outage(self, tmp_path: Path) -> tuple[int, Path]:
+        return free_port(), tmp_path / "aof"
+
+    def test_the_backlog_stays_bounded_and_replays_in_one_round_trip(self, outage: tuple[int, Path]) -> None:
+        """2,000 executions during an outage keep two sums, not 6,000 operations; 1-2 calls replay them."""
+        port, folder = outage
+        server = _redis_at(port, folder)
+        url = f"redis://127.0.0.1:{port}"
+        config = _config(url, "bounded", {"failure_policy": "allow"})
+        store = RedisQuotaStore.from_config(config)
+        store.policy._retry_after = 0.05
+        tel = _tel(config, store)
+        with tel.execution("before"):
+            pass
+        server.stop()
+        for _ in range(2000):
+            with tel.execution("during") as run:
+                run.record_tokens(output=2)
+        # Items: at most one per probe of the store (one per retry_after), whatever the executions.
+        assert store.policy.backlog_items < 50
+        server = _redis_at(port, folder)
+        try:
+            time.sleep(0.1)
+            before = _evalsha_calls(url)
+            with tel.execution("after"):
+                pass
+            # At most two replays (the batch a failed probe took, then the rest), the reserve, the release.
+            assert _evalsha_calls(url) - before <= 4
+            meta = _meta(url, "bounded")
+            assert (meta["executions"], meta["tokens"], meta["reserved"]) == (2002, 4000, 0)
+        finally:
+            server.stop()
+
+    def test_the_first_admission_after_recovery_is_fast(self, outage: tuple[int, Path]) -> None:
+        """Once Redis is back, an admission reaches it within about a second and none blocks for long."""
+        port, folder = outage
+        server = _redis_at(port, folder)
+        url = f"redis://127.0.0.1:{port}"
+        config = _config(url, "fast-back", {"failure_policy": "allow"})
+        store = RedisQuotaStore.from_config(config)  # The default 1 s retry_after.
+        tel = _tel(config, store)
+        with tel.execution("before"):
+            pass
+        server.stop()
+        deadline = time.monotonic() + 1.5
+        while time.monotonic() < deadline:
+            with tel.execution("during") as run:
+                run.record_tokens(output=1)
+        server = _redis_at(port, folder)
+        try:
+            back, slowest, local = time.monotonic(), 0.0, 0
+            while not store.policy.idle:
+                started = time.monotonic()
+                with tel.execution("after") as run:
+                    run.record_tokens(output=1)
+                slowest = max(slowest, time.monotonic() - started)
+                local += 1
+                assert time.monotonic() - back < 2.0  # retry_after (1 s) plus a loaded machine
+            assert slowest < 0.5
+            meta = _meta(url, "fast-back")
+            assert meta["executions"] == meta["tokens"] + 1  # Every execution recorded 1 token but "before".
+        finally:
+            server.stop()
+
+    def test_a_paused_server_is_probed_by_one_caller_and_counts_exactly(self, server: RunningServer) -> None:
+        """SIGSTOP: admissions go on locally (one thread at a time probes); after SIGCONT counts are exact."""
+        url = f"{server.url}/0?socket_timeout=0.2&socket_connect_timeout=0.2"
+        config = _config(url, "paused", {"failure_policy": "allow", "estimated_tokens": 5})
+        store = RedisQuotaStore.from_config(config)
+        store.policy._retry_after = 0.1
+        tel = _tel(config, store)
+        with tel.execution("before"):
+            pass
+        done: list[float] = []
+
+        def worker() -> None:
+            for _ in range(40):
+                started = time.monotonic()
+                with tel.execution("during") as run:
+                    run.record_tokens(output=1)
+                done.append(time.monotonic() - started)
+                time.sleep(0.01)
+
+        os.kill(server.process.pid, signal.SIGSTOP)
+        try:
+            threads = [threading.Thread(target=worker) for _ in range(8)]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+        finally:
+            os.kill(server.process.pid, signal.SIGCONT)
+        time.sleep(0.2)
+        with tel.execution("after"):
+            pass
+        assert sorted(done)[len(done) // 2] < 0.05  # Most decisions are local and fast.
+        meta = _meta(server.url, "paused")
+        assert (meta["executions"], meta["tokens"], meta["reserved"]) == (322, 320, 0)
+        assert _leases(server.url, "paused") == 0

@@ -14,7 +14,7 @@ from typing import Any, ParamSpec, TypeVar, cast
 from prometheus_client import REGISTRY, CollectorRegistry
 
 from ._config import Config
-from ._errors import missing_extra
+from ._errors import QuotaExceeded, missing_extra
 from ._execution import ErrorClassifier, Execution, SubagentMetrics
 from ._labels import AgentLabelMapper
 from ._recorder import Backend, Recorder
@@ -135,8 +135,12 @@ class SubagentTelemetry:
     def _make_tracker(self, store: QuotaStore | None, clock: Clock) -> QuotaTracker:
         if store is None:
             store = self._store_from_config(clock)
+        limits = QuotaLimits.from_config(self.config.subagent, self.config.cost.currency)
+        check = getattr(store, "check_limits", None)
+        if self.config.quota.shared and check is not None:
+            _check_pinned_limits(check, limits)
         return QuotaTracker(
-            QuotaLimits.from_config(self.config.subagent, self.config.cost.currency),
+            limits,
             store=store,
             clock=clock,
             warning_ratio=self.config.alerts.quota_nearly_exhausted.threshold,
@@ -280,3 +284,14 @@ _LIMIT_KEYS = {
     Resource.TOKENS: "max_total_tokens",
     Resource.TIME_SECONDS: "max_total_time",
 }
+
+
+def _check_pinned_limits(check: Callable[[QuotaLimits], None], limits: QuotaLimits) -> None:
+    """Fail at startup, not at the first admission, when the shared session is pinned to other limits.
+
+    An unreachable store does not stop the process from starting: its failure policy decides later.
+    """
+    try:
+        check(limits)
+    except QuotaExceeded as error:  # QuotaStoreUnavailable; the mismatch is a ConfigError and propagates.
+        _log.warning("subagent_telemetry: could not check the pinned quota limits at startup: %s", error)

@@ -11,7 +11,7 @@ from decimal import Decimal
 from pathlib import Path
 
 from ._config import DEFAULT_PRESET, PRESETS, Config, load_config
-from ._errors import ConfigError
+from ._errors import ConfigError, missing_extra
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -51,6 +51,12 @@ def _cmd_validate(args: argparse.Namespace) -> int:
             "max_total_cost, or start from a preset with agent.subagent.preset: balanced",
             file=sys.stderr,
         )
+    if args.store:
+        try:
+            from .quota._redis_store import check_store  # noqa: PLC0415 - needs the redis extra
+        except ModuleNotFoundError as exc:
+            raise missing_extra(exc, "redis", "validate --store") from None
+        print(check_store(config))
     return EXIT_OK
 
 
@@ -136,6 +142,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     validate = sub.add_parser("validate", help="check a configuration file")
     validate.add_argument("config_file", type=Path)
+    validate.add_argument(
+        "--store",
+        action="store_true",
+        help="also check the limits against those pinned in the live quota.store",
+    )
     validate.set_defaults(func=_cmd_validate)
 
     render = sub.add_parser("render", help="render alert rules and dashboards from the config")

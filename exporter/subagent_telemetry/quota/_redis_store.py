@@ -11,11 +11,15 @@ restarted or promoted server is fine:
 - an admission holds a lease (an entry of a sorted set scored by its expiry) with its token estimate;
   a lease never released (a killed worker) expires and gives back its slot and its unused estimate;
 - the limits are pinned in the store on first use; other limits for the same session are refused;
-- all keys of a session share the hash tag ``{<session>}`` (one Cluster slot) and a sliding TTL of at
-  least ``max_total_time`` + lease + one hour.
+- all keys of a session share the hash tag ``{<session>}`` (one Cluster slot) and a sliding TTL of
+  ``max_total_time`` + lease + one hour (seven days + lease + one hour without a time budget), fixed
+  by the session's first admission;
+- what was decided while the store was unreachable is replayed in one round trip (``lua/replay.lua``,
+  see ``_store_policy``).
 
 Asyncio: ``acquire_async``/``release_async`` run the same scripts on a ``redis.asyncio`` client (one
-per event loop), so admission stays one atomic script and the loop never blocks on the network.
+per event loop, closed with its loop), so admission stays one atomic script and the loop never blocks
+on the network; ``record_tokens()`` inside a running loop settles in a task of that loop.
 """
 
 from __future__ import annotations
@@ -24,9 +28,10 @@ import asyncio
 import hashlib
 import logging
 import os
+import threading
 import urllib.parse
 import weakref
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from decimal import Decimal
 from importlib import resources
 from typing import TYPE_CHECKING, Any
@@ -41,13 +46,14 @@ from redis.retry import Retry
 
 from .._errors import (
     ConcurrencyLimitReached,
+    ConfigError,
     CostLimitExceeded,
     ExecutionLimitReached,
     TimeLimitExceeded,
     TokenLimitExceeded,
 )
 from ._store_errors import QuotaLimitsMismatchError, QuotaStoreUnavailable
-from ._store_policy import FailurePolicy, PendingOp
+from ._store_policy import Batch, FailurePolicy
 from ._tracker import NANO, QuotaLimits, QuotaUsage, Reservation
 
 if TYPE_CHECKING:
@@ -77,6 +83,7 @@ def _lua(name: str) -> str:
 
 RESERVE_LUA = _lua("reserve")
 SETTLE_LUA = _lua("settle")
+REPLAY_LUA = _lua("replay")
 USAGE_LUA = _lua("usage")
 
 
@@ -106,6 +113,7 @@ class _Script:
 
 _RESERVE = _Script(RESERVE_LUA)
 _SETTLE = _Script(SETTLE_LUA)
+_REPLAY = _Script(REPLAY_LUA)
 _USAGE = _Script(USAGE_LUA)
 
 
@@ -147,7 +155,7 @@ def connect(url: str) -> Any:
 
 
 def connect_async(url: str) -> Any:
-    """The ``redis.asyncio`` twin of :func:`connect` (one per event loop)."""
+    """The ``redis.asyncio`` twin of :func:`connect` (one per event loop: see :class:`LoopClients`)."""
     from redis.asyncio.retry import Retry as AsyncRetry  # noqa: PLC0415 - only on the asyncio path
 
     scheme = urllib.parse.urlsplit(url).scheme
@@ -158,6 +166,70 @@ def connect_async(url: str) -> Any:
         return AsyncRedisCluster.from_url(plain, retry=retry, **kwargs)
     errors = [redis.ConnectionError, redis.TimeoutError]
     return redis.asyncio.Redis.from_url(url, retry=retry, retry_on_error=errors, **kwargs)
+
+
+class LoopClients:
+    """One ``redis.asyncio`` client per running event loop, closed with its loop.
+
+    A client belongs to the loop that made it (its connections are that loop's transports). Each one
+    is watched by an async generator started in its loop: ``asyncio.run()`` (and every runner that
+    calls ``loop.shutdown_asyncgens()``) closes that generator before closing the loop, and the
+    generator closes the client. Clients of loops closed without that step are dropped (their sockets
+    closed by the garbage collector) when the next loop asks for one.
+    """
+
+    def __init__(self, url: str) -> None:
+        self._url = url
+        self._clients: dict[asyncio.AbstractEventLoop, tuple[Any, AsyncIterator[None]]] = {}
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._clients)
+
+    async def get(self) -> Any:
+        loop = asyncio.get_running_loop()
+        entry = self._clients.get(loop)
+        if entry is not None:
+            return entry[0]
+        with self._lock:
+            for other in [other for other in self._clients if other.is_closed()]:
+                del self._clients[other]
+            client = connect_async(self._url)
+            watcher = self._watch(loop, client)
+            self._clients[loop] = (client, watcher)
+        await anext(watcher)  # Started in this loop: the loop now finalizes it at shutdown.
+        return client
+
+    async def _watch(self, loop: asyncio.AbstractEventLoop, client: Any) -> AsyncIterator[None]:
+        try:
+            yield
+        finally:
+            with self._lock:
+                if self._clients.get(loop, (None,))[0] is client:
+                    del self._clients[loop]
+            try:
+                await client.aclose()
+            except Exception:
+                _log.debug("subagent_telemetry: closing a redis.asyncio client failed", exc_info=True)
+
+
+#: Every store of this process: a forked child starts their backlogs afresh (the parent replays its own).
+_STORES: weakref.WeakSet[RedisQuotaStore] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for store in list(_STORES):
+        store._forked()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
 
 
 class RedisQuotaStore:
@@ -197,7 +269,7 @@ class RedisQuotaStore:
         self._cost_estimate = estimated_cost_nanos
         self._reply_ttl_ms = max(int(reply_ttl_seconds * 1000), 1)
         prefix = f"subagent:{{{session}}}:"
-        names = ("meta", "leases", "reply:cur", "reply:old")
+        names = ("meta", "leases", "reply:cur", "reply:old", "expired")
         self._keys = tuple(f"{prefix}{name}".encode() for name in names)
         self.policy = FailurePolicy(
             failure_policy,
@@ -206,13 +278,15 @@ class RedisQuotaStore:
             allowance_tokens=local_allowance_tokens,
             retry_after_seconds=retry_after_seconds,
         )
-        self._async_url = async_url
-        self._async: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = weakref.WeakKeyDictionary()
+        self.loop_clients = LoopClients(async_url) if async_url is not None else None
         self._last = QuotaUsage(0, 0, 0.0)
         self._pinned: tuple[QuotaLimits | None, str, int, tuple[bytes, bytes]] = (None, "", 0, (b"", b""))
         #: Reserve's money argument per take_lease, for the limits object of ``_pinned``.
         self._cost_args: tuple[bytes, bytes] = (b" 0", b" 0")
-        self._settle_ttl_ms = self._ttl_ms()
+        self._flushing = threading.Lock()
+        #: Token settles running as tasks (record_tokens in a running loop), by lease id.
+        self._settling: dict[str, set[asyncio.Task[None]]] = {}
+        _STORES.add(self)
 
     @classmethod
     def from_config(cls, config: Config, client: Any = None) -> RedisQuotaStore:
@@ -239,7 +313,7 @@ class RedisQuotaStore:
         return self._admit_sync(limits, take_lease=False).usage
 
     def add_tokens(self, tokens: int, limits: QuotaLimits, cost_nanos: int = 0) -> QuotaUsage:
-        return self._settle_sync(PendingOp(_new_id(), tokens=tokens, cost=cost_nanos))
+        return self._settle_sync("", tokens, cost_nanos, release=False)
 
     def usage(self) -> QuotaUsage:
         """The fleet's usage; the last known one (logged) while the store is unreachable."""
@@ -256,10 +330,32 @@ class RedisQuotaStore:
             self._client.delete(*self._keys)  # Its replies too: a new session starts clean.
         except UNAVAILABLE as error:
             raise QuotaStoreUnavailable(self.name, self.policy.policy, str(error)) from None
-        dropped = self.policy.take_pending()
+        dropped = self.policy.drop_backlog()
         if dropped:
-            _log.warning("subagent_telemetry: reset dropped %d operations not yet replayed", len(dropped))
+            _log.warning("subagent_telemetry: reset dropped %d operations not yet replayed", dropped)
         self._last = QuotaUsage(0, 0, 0.0, 0)
+
+    def check_limits(self, limits: QuotaLimits) -> None:
+        """Raise ``QuotaLimitsMismatchError`` when the session is pinned to other limits (reads only).
+
+        A fleet worker calls it at startup, so a worker with other limits fails before it serves.
+        Raises ``QuotaStoreUnavailable`` when the store cannot be reached.
+        """
+        try:
+            pinned = self._client.hget(self._keys[0], "limits")
+        except UNAVAILABLE as error:
+            raise QuotaStoreUnavailable(self.name, self.policy.policy, str(error)) from None
+        if pinned is not None:
+            pinned = pinned.decode() if isinstance(pinned, bytes) else str(pinned)
+            if pinned != pin(limits, self._max_concurrency):
+                raise self._mismatch(pinned, limits)
+
+    def close(self) -> None:
+        """Close the sync client's connections (the asyncio clients close with their loops)."""
+        try:
+            self._client.close()
+        except Exception:
+            _log.debug("subagent_telemetry: closing the redis client failed", exc_info=True)
 
     # -- LeasingQuotaStore ---------------------------------------------------------------------------
 
@@ -267,15 +363,15 @@ class RedisQuotaStore:
         return self._admit_sync(limits, take_lease=True)
 
     async def acquire_async(self, limits: QuotaLimits) -> Reservation:
-        side = self._async_side()
-        if side is None:
+        if self.loop_clients is None:
             return await asyncio.to_thread(self._admit_sync, limits, True)
+        side = await self.loop_clients.get()
         request_id = _new_id()
         if self.policy.skipping():
             return self._degraded_admit(request_id, "unreachable moments ago", True)
         try:
             if not self.policy.idle:
-                await asyncio.to_thread(self._flush)
+                await self._flush_async(side)
             static = self._static(limits, True)
             reply = await _RESERVE.run_async(
                 side, self._keys, request_id.encode(), static, self._cost_args[True]
@@ -290,36 +386,32 @@ class RedisQuotaStore:
         lease = reservation.lease_id
         if lease.startswith(_LOCAL_PREFIX):
             lease = ""  # Admitted while degraded: no lease in the store, only the tokens to add.
-        return self._settle_sync(PendingOp(_new_id(), lease_id=lease, tokens=tokens, cost=cost_nanos))
+        elif self.loop_clients is not None and (tokens or cost_nanos):
+            loop = _running_loop()
+            if loop is not None:  # Inside async code: never block the loop on a round trip.
+                return self._settle_in_task(loop, lease, tokens, cost_nanos)
+        return self._settle_sync(lease, tokens, cost_nanos, release=False)
 
     def release(self, reservation: Reservation) -> None:
         if reservation.lease_id.startswith(_LOCAL_PREFIX):
             return
         try:
-            self._settle_sync(PendingOp(_new_id(), lease_id=reservation.lease_id, release=True))
+            self._settle_sync(reservation.lease_id, 0, 0, release=True)
         except Exception:
             _log.warning("subagent_telemetry: releasing a quota lease failed", exc_info=True)
 
     async def release_async(self, reservation: Reservation) -> None:
-        side = self._async_side()
-        if reservation.lease_id.startswith(_LOCAL_PREFIX):
+        lease = reservation.lease_id
+        if lease.startswith(_LOCAL_PREFIX):
             return
-        if side is None:
+        if self.loop_clients is None:
             await asyncio.to_thread(self.release, reservation)
             return
-        op = PendingOp(_new_id(), lease_id=reservation.lease_id, release=True)
-        if self.policy.skipping():
-            self.policy.queue(op)
-            return
         try:
-            reply = await _SETTLE.run_async(side, self._keys, *self._settle_args(op))
-        except UNAVAILABLE as error:
-            self.policy.failed(error)
-            self.policy.queue(op)
+            await self._settled(lease)
+            await self._settle_async(lease, 0, 0, release=True)
         except Exception:
             _log.warning("subagent_telemetry: releasing a quota lease failed", exc_info=True)
-        else:
-            self._remember(reply)
 
     # -- the sync path -------------------------------------------------------------------------------
 
@@ -338,44 +430,114 @@ class RedisQuotaStore:
             return self._on_admit_error(request_id, error, take_lease)
         return self._admitted(request_id, reply, limits)
 
-    def _settle_sync(self, op: PendingOp) -> QuotaUsage:
+    def _settle_sync(self, lease: str, tokens: int, cost: int, *, release: bool) -> QuotaUsage:
         if self.policy.skipping():
-            return self._settle_degraded(op)
+            return self._settle_degraded(lease, tokens, cost, release=release, sent="")
+        request_id = _new_id()
         try:
             if not self.policy.idle:
                 self._flush()
-            reply = _SETTLE.run(self._client, self._keys, *self._settle_args(op))
+            reply = _SETTLE.run(
+                self._client, self._keys, *self._settle_args(request_id, lease, tokens, cost, release)
+            )
         except UNAVAILABLE as error:
             self.policy.failed(error)
-            return self._settle_degraded(op)
+            return self._settle_degraded(lease, tokens, cost, release=release, sent=request_id)
         return self._remember(reply)
 
     def _flush(self) -> None:
-        """Replay what was decided while the store was away, each operation with its own request id."""
-        ops = self.policy.take_pending()
-        for index, op in enumerate(ops):
-            try:
-                reply = _SETTLE.run(self._client, self._keys, *self._settle_args(op))
-            except BaseException:
-                self.policy.requeue(ops[index:])
-                raise
+        """Replay the backlog (one round trip per batch; one thread at a time, the others go on)."""
+        if not self._flushing.acquire(blocking=False):
+            return
+        try:
+            while (batch := self.policy.next_batch()) is not None:
+                reply = _REPLAY.run(self._client, self._keys, *self._replay_args(batch))
+                self.policy.replayed(batch)
+                self._remember(reply)
+            self.policy.recovered()
+        finally:
+            self._flushing.release()
+
+    # -- the asyncio path ----------------------------------------------------------------------------
+
+    async def _flush_async(self, side: Any) -> None:
+        if not self._flushing.acquire(blocking=False):
+            return
+        try:
+            while (batch := self.policy.next_batch()) is not None:
+                reply = await _REPLAY.run_async(side, self._keys, *self._replay_args(batch))
+                self.policy.replayed(batch)
+                self._remember(reply)
+            self.policy.recovered()
+        finally:
+            self._flushing.release()
+
+    async def _settle_async(self, lease: str, tokens: int, cost: int, *, release: bool) -> None:
+        assert self.loop_clients is not None
+        if self.policy.skipping():
+            self._settle_degraded(lease, tokens, cost, release=release, sent="")
+            return
+        side = await self.loop_clients.get()
+        request_id = _new_id()
+        try:
+            if not self.policy.idle:
+                await self._flush_async(side)
+            reply = await _SETTLE.run_async(
+                side, self._keys, *self._settle_args(request_id, lease, tokens, cost, release)
+            )
+        except UNAVAILABLE as error:
+            self.policy.failed(error)
+            self._settle_degraded(lease, tokens, cost, release=release, sent=request_id)
+        except asyncio.CancelledError:
+            # Sent or not, it is settled by the replay (a release is idempotent, tokens go by request id).
+            self._settle_degraded(lease, tokens, cost, release=release, sent=request_id)
+            raise
+        else:
             self._remember(reply)
-        self.policy.recovered()
+
+    def _settle_in_task(
+        self, loop: asyncio.AbstractEventLoop, lease: str, tokens: int, cost: int
+    ) -> QuotaUsage:
+        """Settle tokens in a task of the running loop; the usage returned counts them already."""
+        task = loop.create_task(self._settle_logged(lease, tokens, cost))
+        tasks = self._settling.setdefault(lease, set())
+        tasks.add(task)
+        task.add_done_callback(lambda done: self._settled_one(lease, done))
+        last = self._last
+        usage = QuotaUsage(
+            last.executions, last.total_tokens + tokens, last.elapsed_seconds, last.cost_nanos + cost
+        )
+        self._last = usage
+        return usage
+
+    async def _settle_logged(self, lease: str, tokens: int, cost: int) -> None:
+        try:
+            await self._settle_async(lease, tokens, cost, release=False)
+        except Exception:
+            _log.warning("subagent_telemetry: recording tokens in the quota store failed", exc_info=True)
+
+    def _settled_one(self, lease: str, task: asyncio.Task[None]) -> None:
+        tasks = self._settling.get(lease)
+        if tasks is not None:
+            tasks.discard(task)
+            if not tasks:
+                del self._settling[lease]
+
+    async def _settled(self, lease: str) -> None:
+        """Wait for the lease's token settles still running (before its release)."""
+        tasks = self._settling.get(lease)
+        if tasks:
+            await asyncio.wait(list(tasks))
 
     # -- shared helpers ------------------------------------------------------------------------------
 
-    def _async_side(self) -> Any:
-        """The ``redis.asyncio`` client of the running event loop (None: no URL to connect with)."""
-        if self._async_url is None:
-            return None
-        loop = asyncio.get_running_loop()
-        side = self._async.get(loop)
-        if side is None:
-            side = self._async[loop] = connect_async(self._async_url)
-        return side
+    def _forked(self) -> None:
+        self._flushing = threading.Lock()
+        self._settling = {}
+        self.policy.forked()
 
-    def _ttl_ms(self, limits: QuotaLimits | None = None) -> int:
-        budget = limits.max_total_time if limits is not None else None
+    def _ttl_ms(self, limits: QuotaLimits) -> int:
+        budget = limits.max_total_time
         base = budget if budget is not None else IDLE_TTL_SECONDS
         return int((base + TTL_GRACE_SECONDS) * 1000) + self._lease_ms
 
@@ -392,13 +554,26 @@ class RedisQuotaStore:
             cached = self._pinned = (limits, pinned, ttl_ms, static)
         return cached[3][take_lease]
 
-    def _settle_args(self, op: PendingOp) -> tuple[bytes, bytes, bytes, bytes]:
-        ttl_ms = max(self._settle_ttl_ms, self._pinned[2])
-        numbers = (
-            f"{op.tokens} {op.executions} {int(op.release)} {int(op.uncount)} "
-            f"{self._lease_ms} {ttl_ms} {self._reply_ttl_ms}"
+    def _fallback_ttl_ms(self) -> int:
+        """The keys' TTL for a settle or replay before any reserve fixed the session's (rare)."""
+        return self._pinned[2] or self._ttl_ms(QuotaLimits())
+
+    def _settle_args(
+        self, request_id: str, lease: str, tokens: int, cost: int, release: bool
+    ) -> tuple[bytes, bytes, bytes, bytes]:
+        numbers = f"{tokens} {int(release)} {self._lease_ms} {self._fallback_ttl_ms()} {self._reply_ttl_ms}"
+        return request_id.encode(), lease.encode(), numbers.encode(), str(cost).encode()
+
+    def _replay_args(self, batch: Batch) -> list[bytes]:
+        head = (
+            f"{self.policy.client_id} {batch.seq} {batch.executions} {batch.tokens} {batch.cost} "
+            f"{self._lease_ms} {self._fallback_ttl_ms()} {self._reply_ttl_ms}"
         )
-        return op.request_id.encode(), op.lease_id.encode(), numbers.encode(), str(op.cost).encode()
+        return [
+            f"replay-{self.policy.client_id}-{batch.seq}".encode(),
+            head.encode(),
+            *(i.encode() for i in batch.items),
+        ]
 
     def _remember(self, reply: bytes | str) -> QuotaUsage:
         parts = _split(reply)
@@ -406,18 +581,20 @@ class RedisQuotaStore:
         self._last = usage
         return usage
 
+    def _mismatch(self, pinned: str, limits: QuotaLimits) -> QuotaLimitsMismatchError:
+        mine = pin(limits, self._max_concurrency)
+        msg = (
+            f"quota session {self.session!r} in {self.name} is pinned to limits {pinned} "
+            f"(executions|tokens|time_ms|concurrency) but this process has {mine}; give every process "
+            "of the fleet the same agent.subagent limits, or use another quota.session"
+        )
+        return QuotaLimitsMismatchError(msg)
+
     def _admitted(self, request_id: str, reply: bytes | str, limits: QuotaLimits) -> Reservation:
         parts = _split(reply)
         code = parts[0]
         if code == b"limits":
-            pinned = parts[6].decode()
-            mine = pin(limits, self._max_concurrency)
-            msg = (
-                f"quota session {self.session!r} in {self.name} is pinned to limits {pinned} "
-                f"(executions|tokens|time_ms|concurrency) but this process has {mine}; give every process "
-                "of the fleet the same agent.subagent limits, or use another quota.session"
-            )
-            raise QuotaLimitsMismatchError(msg)
+            raise self._mismatch(parts[6].decode(), limits)
         if code == b"cost_limits":
             pinned = parts[6].decode()
             mine = "0" if limits.cost_limit_nanos is None else str(limits.cost_limit_nanos)
@@ -446,29 +623,55 @@ class RedisQuotaStore:
 
     def _on_admit_error(self, request_id: str, error: Exception, take_lease: bool) -> Reservation:
         self.policy.failed(error)
-        if take_lease:
-            # The script may have run with its reply lost: give that lease and execution back on return.
-            self.policy.queue(PendingOp(_new_id(), lease_id=request_id, release=True, uncount=True))
+        # The script may have run with its reply lost: the replay gives that execution (and lease) back.
+        self.policy.add_item(f"v {request_id}")
         return self._degraded_admit(request_id, f"{type(error).__name__}: {error}", take_lease)
 
     def _degraded_admit(self, request_id: str, reason: str, take_lease: bool) -> Reservation:
         self.policy.admit(reason)  # Raises QuotaStoreUnavailable when the policy refuses.
-        self.policy.queue(PendingOp(_new_id(), executions=1))
+        self.policy.add_executions(1)
         last = self._last
         usage = QuotaUsage(last.executions + 1, last.total_tokens, last.elapsed_seconds, last.cost_nanos)
         self._last = usage
         return Reservation(_LOCAL_PREFIX + request_id, usage)
 
-    def _settle_degraded(self, op: PendingOp) -> QuotaUsage:
-        self.policy.queue(op)
-        if op.tokens:
-            self.policy.use_tokens(op.tokens)
+    def _settle_degraded(self, lease: str, tokens: int, cost: int, *, release: bool, sent: str) -> QuotaUsage:
+        """Keep a settle for the replay. ``sent``: its request id when it may have reached the store."""
+        if tokens or cost:
+            if sent:
+                if not self.policy.add_item(f"t {sent} {lease} {tokens} {cost}"):
+                    self.policy.add_tokens(tokens, cost)  # Backlog full: counted (maybe twice), never lost.
+            else:
+                self.policy.add_tokens(tokens, cost)
+        if release and lease:
+            self.policy.add_item(f"r {lease}")
         last = self._last
         usage = QuotaUsage(
-            last.executions, last.total_tokens + op.tokens, last.elapsed_seconds, last.cost_nanos + op.cost
+            last.executions, last.total_tokens + tokens, last.elapsed_seconds, last.cost_nanos + cost
         )
         self._last = usage
         return usage
+
+
+def check_store(config: Config) -> str:
+    """``validate --store``: the live store accepts this config's limits; a line saying so.
+
+    Raises ``ConfigError``: ``QuotaLimitsMismatchError`` when the session is pinned to other limits, or
+    when the store cannot be reached (named without credentials).
+    """
+    if not config.quota.shared:
+        return "quota.store is memory: no shared store to check"
+    store = RedisQuotaStore.from_config(config)
+    limits = QuotaLimits.from_config(config.subagent)
+    try:
+        store.check_limits(limits)
+    except QuotaStoreUnavailable as error:
+        msg = f"quota.store: cannot check the pinned limits: {store.name} is unreachable ({error.reason})"
+        raise ConfigError(msg) from None
+    finally:
+        store.close()
+    pinned = pin(limits, config.subagent.max_concurrency)
+    return f"{store.name}: quota session {config.quota.session!r} accepts limits {pinned}"
 
 
 def _cost(parts: list[bytes]) -> int:

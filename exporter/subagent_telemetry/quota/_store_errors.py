@@ -21,6 +21,7 @@ class QuotaStoreUnavailable(QuotaExceeded):
     def __init__(self, store: str, policy: str, reason: str) -> None:
         self.store = store
         self.policy = policy
+        self.reason = reason
         self.used = 0
         self.limit = 0
         hint = (

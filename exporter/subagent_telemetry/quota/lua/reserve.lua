@@ -26,6 +26,7 @@ end
 take_lease = take_lease == '1'
 
 local now = now_ms()
+local fields = {}
 local m = redis.call('HMGET', KEYS[1], 'limits', 'executions', 'tokens', 'reserved', 'started_ms', unpack(META))
 if m[1] and m[1] ~= pinned then
   return 'limits|0|0|0|0|0|' .. m[1]
@@ -42,16 +43,18 @@ if cpinned and cpinned ~= cpin then
   return 'cost_limits|0|0|0|0|0|' .. cpinned
 end
 local climit = tonumber(climit_raw)
+-- The first admission fixes the keys' TTL with the limits; later ones (and settle, replay) keep it.
+if not m[9] then put(fields, 'ttl_ms', str(ttl_ms)) end
+ttl_ms = session_ttl(m[9], ttl_ms)
 local executions, tokens, reserved = tonumber(m[2]) or 0, tonumber(m[3]) or 0, tonumber(m[4]) or 0
 local started = tonumber(m[5])
-local fields = {}
 if not m[1] then put(fields, 'limits', pinned) end
 if not cpinned then put(fields, 'cost_limit', cpin) end
 if not started then
   started = now
   put(fields, 'started_ms', str(now))
 end
-local given_back, next_expiry, given_back_cost = expire_leases(now, m[6], fields)
+local given_back, next_expiry, given_back_cost = expire_leases(now, m[6], fields, ttl_ms)
 reserved = reserved - given_back
 creserved = creserved - given_back_cost
 local active = redis.call('ZCARD', KEYS[2])

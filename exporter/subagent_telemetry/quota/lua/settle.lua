@@ -1,41 +1,41 @@
--- Add tokens, renew or release a lease, or replay what was decided while the store was unreachable.
+-- Add tokens (and money), renew or release a lease.
 -- ARGV: 1 request id, 2 lease id ('' = none),
---       3 'tokens executions release uncount lease_ms ttl_ms reply_ttl_ms' (integers >= 0; executions:
---         to add (replay); uncount 1 = the lease's reserve was never used by the client: give its
---         execution back)
+--       3 'tokens release lease_ms ttl_ms reply_ttl_ms' (integers >= 0; ttl_ms is used until a reserve
+--         has fixed the session's)
 --       4 money spent, nano-units (optional: absent = 0); settled against the lease's `cest:` estimate
 -- Reply: 'ok|executions|tokens|reserved|elapsed_ms|active|cost|cost_reserved'
 local cached = cached_reply()
 if cached then return cached end
 
-local tokens, add_executions, release, uncount, lease_ms, ttl_ms, reply_ttl_ms = string.match(
-  ARGV[3], '^(%d+) (%d+) ([01]) ([01]) (%d+) (%d+) (%d+)$')
+local tokens, release, lease_ms, ttl_ms, reply_ttl_ms = string.match(
+  ARGV[3], '^(%d+) ([01]) (%d+) (%d+) (%d+)$')
 if not tokens or ARGV[1] == '' then
-  error('subagent_telemetry: settle arguments must be a request id, a lease id and "tokens executions '
-    .. 'release uncount lease_ms ttl_ms reply_ttl_ms" (integers >= 0), got ' .. tostring(ARGV[3]))
+  error('subagent_telemetry: settle arguments must be a request id, a lease id and "tokens release '
+    .. 'lease_ms ttl_ms reply_ttl_ms" (integers >= 0), got ' .. tostring(ARGV[3]))
 end
-tokens, add_executions = tonumber(tokens), tonumber(add_executions)
+tokens = tonumber(tokens)
 lease_ms, ttl_ms, reply_ttl_ms = tonumber(lease_ms), tonumber(ttl_ms), tonumber(reply_ttl_ms)
 if lease_ms <= 0 or ttl_ms <= 0 or reply_ttl_ms <= 0 then
   error('subagent_telemetry: durations must be > 0, got ' .. ARGV[3])
 end
-
-local now = now_ms()
-local lease = ARGV[2]
-local field = 'est:' .. lease
-local m = redis.call('HMGET', KEYS[1], 'executions', 'tokens', 'reserved', 'started_ms', field, unpack(META))
 local spent = string.match(ARGV[4] or '0', '^(%d+)$')
 if not spent then
   error('subagent_telemetry: settle money argument must be nano-units (an integer >= 0), got '
     .. tostring(ARGV[4]))
 end
 spent = tonumber(spent)
+
+local now = now_ms()
+local lease = ARGV[2]
+local field = 'est:' .. lease
+local m = redis.call('HMGET', KEYS[1], 'executions', 'tokens', 'reserved', 'started_ms', field, unpack(META))
 local cost, creserved, _, cestimate = read_cost('c' .. field)
 cestimate = tonumber(cestimate)
 local cost_before, creserved_before = cost, creserved
 local executions, total, reserved = tonumber(m[1]) or 0, tonumber(m[2]) or 0, tonumber(m[3]) or 0
 local started = tonumber(m[4])
 local estimate = tonumber(m[5])
+ttl_ms = session_ttl(m[9], ttl_ms)
 local fields = {}
 if not started then
   started = now
@@ -54,7 +54,6 @@ if lease ~= '' and estimate then
         creserved = creserved - cestimate
         redis.call('HDEL', KEYS[1], 'c' .. field)
       end
-      if uncount == '1' then executions = executions - 1 end
     else
       local used = math.min(estimate, tokens)
       reserved = reserved - used
@@ -69,15 +68,13 @@ if lease ~= '' and estimate then
     end
   end
 end
-local given_back, _, given_back_cost = expire_leases(now, m[6], fields)
+local given_back, _, given_back_cost = expire_leases(now, m[6], fields, ttl_ms)
 reserved = reserved - given_back
 creserved = creserved - given_back_cost
 cost = cost + spent
 if cost ~= cost_before then put(fields, 'cost', str(cost)) end
 if creserved ~= creserved_before then put(fields, 'cost_reserved', str(creserved)) end
-executions = executions + add_executions
 total = total + tokens
-if changed or add_executions ~= 0 then put(fields, 'executions', str(executions)) end
 if tokens ~= 0 then put(fields, 'tokens', str(total)) end
 if changed or given_back ~= 0 then put(fields, 'reserved', str(reserved)) end
 local active = redis.call('ZCARD', KEYS[2])
