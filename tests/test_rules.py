@@ -11,8 +11,11 @@ from typing import Any
 import promql_parser
 import pytest
 import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from subagent_telemetry import _catalog as cat
+from subagent_telemetry._catalog import DURATION_BUCKETS
 from subagent_telemetry._config import Config, Matcher
 from subagent_telemetry.render import drifted_files
 from subagent_telemetry.render._rules_gotemplate import (
@@ -22,6 +25,13 @@ from subagent_telemetry.render._rules_gotemplate import (
     humanize_percentage,
 )
 from subagent_telemetry.render._rules_template import ALERTING_GROUP, RECORDING_GROUP
+from subagent_telemetry.render._rules_tests import (
+    _SPECS,
+    MAX_INSTANCES,
+    TRAFFIC,
+    _p95_increments,
+    _setup,
+)
 from subagent_telemetry.render.rules import (
     ALERT_NAMES,
     MIMIR_FILE,
@@ -418,10 +428,44 @@ class TestGeneratedTests:
         with pytest.raises(ValueError, match=r"alerts\.rate_window"):
             render_rules(config_with(rate_window="90s"))
 
-    def test_slow_threshold_beyond_the_buckets_is_refused(self) -> None:
-        """A p95 threshold no histogram can exceed is refused (by the config, before rendering)."""
-        with pytest.raises(ValueError, match=r"slow_executions[\s\S]*1200"):
-            render_rules(config_with(slow_executions={"threshold": 1500}))
+    @pytest.mark.parametrize("threshold", [1200, 1199.01, 1500, 0.09])
+    def test_slow_threshold_beyond_the_buckets_is_refused(self, threshold: float) -> None:
+        """A p95 threshold the histogram cannot tell apart is refused by the config, before rendering."""
+        with pytest.raises(ValueError, match=r"slow_executions[\s\S]*(1199|0\.1)"):
+            config_with(slow_executions={"threshold": threshold})
+
+    @settings(max_examples=100, deadline=None)
+    @given(st.floats(min_value=0.1, max_value=1199))
+    def test_every_accepted_slow_threshold_gets_expressible_levels(self, threshold: float) -> None:
+        """For any accepted threshold the tests' levels straddle it and the histogram can produce both."""
+        config = config_with(slow_executions={"threshold": threshold})
+        above, below = _SPECS["slow_executions"].levels(_setup(config, rule_groups(config)), threshold)
+        assert below <= threshold < above <= DURATION_BUCKETS[-1]
+        assert below >= 0.95 * DURATION_BUCKETS[0]
+        for level in (above, below):
+            increments = _p95_increments(level)
+            assert all(0 <= v <= TRAFFIC for v in increments.values())
+
+    @pytest.mark.parametrize("store", ["memory", REDIS_STORE])
+    def test_the_largest_concurrency_headroom_renders_a_bounded_test(self, store: str) -> None:
+        """Headroom 1e6 over max_concurrency 1 spreads over a few instances, not a million."""
+        config = Config.model_validate(
+            {
+                "agent": {"subagent": {"max_concurrency": 1}},
+                "quota": {"store": store},
+                "alerts": {"active_over_max_concurrency": {"threshold": 1_000_000}},
+            }
+        )
+        text = render_rules(config)[CONCURRENCY_TESTS]
+        assert len(text) < 200_000
+        for test in yaml.safe_load(text)["tests"]:
+            last = len(test["input_series"][0]["values"].split()) - 1
+            assert len(active_per_instance(test, last, "instance")) <= MAX_INSTANCES
+
+    def test_concurrency_headroom_above_the_bound_is_refused(self) -> None:
+        """A headroom over a million concurrent executions is refused at load."""
+        with pytest.raises(ValueError, match=r"active_over_max_concurrency\.threshold"):
+            config_with(active_over_max_concurrency={"threshold": 1_000_001})
 
     def test_series_carry_labels_that_satisfy_the_selector(self, config: Config) -> None:
         """Every input series of the generated tests matches the configured selector."""

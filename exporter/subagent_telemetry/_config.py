@@ -529,6 +529,7 @@ class ActiveOverMaxConcurrencyRule(AlertRule):
     threshold: float = Field(
         0.0,
         ge=0,
+        le=1_000_000,
         description="Headroom: fires when active > subagent_max_concurrency + threshold (0 = the limit).",
     )
 
@@ -538,14 +539,17 @@ class SlowExecutionsRule(AlertRule):
     threshold: float = Field(
         120.0,
         ge=0.1,
-        le=1200,
-        description="p95 of subagent_duration_seconds above this (s); within the histogram's buckets.",
+        le=1199,
+        description="p95 of subagent_duration_seconds above this (s). The histogram's buckets end at "
+        "1200 s, so a p95 above 1199 s cannot be told apart from 1200 s.",
     )
 
 
 class QuotaRejectionsRule(AlertRule):
     for_: PromMinutes = Field("1m", alias="for", description="How long the condition must hold.")
-    threshold: float = Field(0.0, ge=0, description="Refusals per second above this (0 = any refusal).")
+    threshold: float = Field(
+        0.0, ge=0, le=1_000_000, description="Refusals per second above this (0 = any refusal)."
+    )
 
 
 class MetricsAbsentRule(AlertRule):

@@ -4,11 +4,14 @@ pass for the default config and for non-default ones (and fail when a rule is br
 from __future__ import annotations
 
 import subprocess
+import tempfile
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
 
 from subagent_telemetry._config import Config
 from subagent_telemetry.render import write_files
@@ -179,3 +182,49 @@ def test_concurrency_tests_catch_the_wrong_scope(
     failed = {line.strip() for line in output.splitlines() if line.strip().startswith("name: ")}
     assert all(any(part in name for name in failed) for part in failing), failed
     assert all(any(part in name for part in failing) for name in failed), failed
+
+
+def alert_tests_pass(config: Config, alert: str, tmp_path: Path) -> subprocess.CompletedProcess[str]:
+    """Render ``config`` into a fresh folder under ``tmp_path`` and run promtool on one alert's tests."""
+    out = Path(tempfile.mkdtemp(dir=tmp_path))
+    write_files(render_rules(config), out)
+    return promtool("test", "rules", f"{alert}.yaml", cwd=out / TESTS_DIR)
+
+
+@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(threshold=st.floats(min_value=0.1, max_value=1199))
+@example(threshold=0.1)
+@example(threshold=0.995)
+@example(threshold=9.995)
+@example(threshold=59.99)
+@example(threshold=1198.9999)
+@example(threshold=1199)
+def test_any_accepted_slow_threshold_renders_tests_that_pass(threshold: float, tmp_path: Path) -> None:
+    """Every slow_executions.threshold the config accepts renders promtool tests that pass."""
+    config = Config.model_validate({"alerts": {"slow_executions": {"threshold": threshold}}})
+    result = alert_tests_pass(config, "SubagentSlowExecutions", tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@settings(max_examples=4, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    limit=st.integers(min_value=1, max_value=1_000_000),
+    headroom=st.floats(min_value=0, max_value=1_000_000),
+    store=st.sampled_from(["memory", REDIS_STORE]),
+)
+@example(limit=1, headroom=1_000_000, store="memory")
+@example(limit=1, headroom=1_000_000, store=REDIS_STORE)
+@example(limit=1_000_000, headroom=1_000_000, store=REDIS_STORE)
+def test_any_accepted_concurrency_headroom_renders_tests_that_pass(
+    limit: int, headroom: float, store: str, tmp_path: Path
+) -> None:
+    """Every max_concurrency and headroom the config accepts renders promtool tests that pass."""
+    config = Config.model_validate(
+        {
+            "agent": {"subagent": {"max_concurrency": limit}},
+            "quota": {"store": store},
+            "alerts": {"active_over_max_concurrency": {"threshold": headroom}},
+        }
+    )
+    result = alert_tests_pass(config, "SubagentActiveOverMaxConcurrency", tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr

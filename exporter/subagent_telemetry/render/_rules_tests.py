@@ -267,6 +267,8 @@ class _Quota(_Spec):
 
 
 ACTIVE = "subagent_active_count"
+#: Most instances a generated concurrency test spreads its load over.
+MAX_INSTANCES = 8
 
 
 class _Concurrency(_Spec):
@@ -306,8 +308,15 @@ class _Concurrency(_Spec):
         return [*out, s.series("subagent_max_concurrency", _gauge(limit, w.glitch), **labels)]
 
     def shares(self, s: _Setup, level: float) -> list[int]:
-        """What each instance runs of ``level`` when it is spread over instances below the limit."""
-        return _split(int(level), max(s.config.subagent.max_concurrency - 1, 1))
+        """What each instance runs of ``level`` spread over instances below the limit.
+
+        At most ``MAX_INSTANCES`` instances: with a large headroom each then runs more than the limit,
+        but never more than limit + headroom (so none fires on its own), which keeps the test's size
+        bounded whatever the threshold.
+        """
+        total = int(level)
+        most = max(s.config.subagent.max_concurrency - 1, 1, math.ceil(total / MAX_INSTANCES))
+        return _split(total, most)
 
     def spread(self, s: _Setup, level: float, w: _Window) -> list[dict[str, str]]:
         """``level`` active in total over the fewest instances (at least two) each below the limit.
@@ -386,13 +395,24 @@ def _p95_increments(target_seconds: float) -> dict[str, float]:
     return {le: share * TRAFFIC for le, share in shares.items()}
 
 
+#: The smallest p95 histogram_quantile can return: every observation in the first bucket (0, b0].
+P95_FLOOR = 0.95 * DURATION_BUCKETS[0]
+
+
 class _Slow(_Spec):
+    """Levels stay clear of where humanizeDuration changes form (1 s → "1s", 60 s → "1m 0s") and of
+    the integer boundaries it truncates at from 60 s up, so float noise in histogram_quantile cannot
+    change the shown description. The config's range (0.1 s to 1199 s) is what these levels cover."""
+
     def levels(self, s: _Setup, threshold: float) -> tuple[float, float]:
-        if threshold >= 60:  # shown as whole seconds: keep clear of the truncation
-            return math.floor(threshold) + 1.5, math.ceil(threshold) - 1.5
-        return (math.floor(round(threshold * 100, 6)) + 1) / 100, (
-            math.ceil(round(threshold * 100, 6)) - 1
-        ) / 100
+        if threshold >= 10:  # whole seconds + 0.5: clear of every truncation and of the 60 s switch
+            above = math.floor(threshold) + 0.5
+            above = above if above > threshold else above + 1
+            below = math.ceil(threshold) - 0.5
+            return above, below if below < threshold else below - 1
+        above = (math.floor(round(threshold * 100, 6)) + 1) / 100
+        below = (math.ceil(round(threshold * 100, 6)) - 1) / 100
+        return (1.005 if above == 1 else above), max(below, P95_FLOOR)
 
     def series(self, s: _Setup, level: float, w: _Window) -> list[dict[str, str]]:
         slow, fast = _p95_increments(level), {_le(b): float(TRAFFIC) for b in DURATION_BUCKETS}
