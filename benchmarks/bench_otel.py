@@ -123,6 +123,7 @@ def bare_execution(m: BareOtel) -> Callable[[], None]:
                 {
                     "gen_ai.usage.input_tokens": INPUT_TOKENS,
                     "gen_ai.usage.output_tokens": OUTPUT_TOKENS,
+                    "subagent.tokens": tokens,
                     "subagent.turns": turns,
                     "subagent.subtree.input_tokens": INPUT_TOKENS,
                     "subagent.subtree.output_tokens": OUTPUT_TOKENS,
@@ -146,12 +147,17 @@ class _Run:
 
     __slots__ = (
         "agent", "backend_state", "depth", "depth_label", "duration_seconds", "error_type",
-        "input_tokens", "name", "output_tokens", "parent", "status", "trace_id", "turns",
+        "input_tokens", "model", "name", "output_tokens", "parent", "parent_in_context", "provider",
+        "status", "tokens", "trace_id", "turns",
     )  # fmt: skip
 
     def __init__(self) -> None:
         self.name, self.agent, self.depth, self.depth_label = "bench", "", 1, "1"
         self.turns, self.input_tokens, self.output_tokens = TURNS, INPUT_TOKENS, OUTPUT_TOKENS
+        self.tokens = INPUT_TOKENS + OUTPUT_TOKENS
+        self.model: str | None = None
+        self.provider: str | None = None
+        self.parent_in_context = True
         self.status, self.error_type, self.duration_seconds = Status.COMPLETE, None, 0.001
         self.trace_id: str | None = None
         self.backend_state: object = None

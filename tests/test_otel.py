@@ -366,6 +366,43 @@ class TestSpans:
         assert spans["invoke_agent manual"].parent.span_id == parent_id  # type: ignore[union-attr]
         assert spans["invoke_agent sibling"].parent.span_id == parent_id  # type: ignore[union-attr]
 
+    def test_a_handle_started_with_a_parent_is_a_child_of_its_span(self, otel: Otel) -> None:
+        """tel.start(parent=X) in any context makes X's span the parent, whatever is current."""
+        tel = make(otel)
+        coordinator = tel.start("coordinator")
+        with tel.execution("unrelated"):
+            child = tel.start("child", parent=coordinator)
+        child.record_completion()
+        coordinator.record_completion()
+        spans = otel.finished()
+        assert spans["invoke_agent child"].parent.span_id == spans["invoke_agent coordinator"].context.span_id  # type: ignore[union-attr]
+
+    def test_spans_inside_use_nest_under_the_handle(self, otel: Otel) -> None:
+        """Inside tel.use(h), executions and the agent's own spans are children of h's span."""
+        tel = make(otel)
+        h = tel.start("h")
+        tracer = otel.tracer_provider.get_tracer("agent")
+        with tel.use(h), tracer.start_as_current_span("tool call"), tel.execution("inner"):
+            pass
+        h.record_completion()
+        spans = otel.finished()
+        h_id = spans["invoke_agent h"].context.span_id
+        assert spans["tool call"].parent.span_id == h_id  # type: ignore[union-attr]
+        assert spans["invoke_agent inner"].parent.span_id == spans["tool call"].context.span_id  # type: ignore[union-attr]
+
+    def test_unsplit_totals_and_the_model_are_on_the_span(self, otel: Otel) -> None:
+        """record_response(total=, model=) shows in subagent.tokens, the subtree total and the model."""
+        tel = make(otel)
+        with tel.execution("a") as a:
+            a.record_response(total=40, model="m-1", provider="p")
+            with tel.execution("b") as b:
+                b.record_response(input=1, output=2)
+        attrs = {name: dict(s.attributes or {}) for name, s in otel.finished().items()}
+        assert attrs["invoke_agent a"]["subagent.tokens"] == 40
+        assert attrs["invoke_agent a"]["subagent.subtree.total_tokens"] == 43
+        assert attrs["invoke_agent a"]["gen_ai.response.model"] == "m-1"
+        assert attrs["invoke_agent a"]["gen_ai.provider.name"] == "p"
+
     def test_context_is_restored_after_an_execution(self, otel: Otel) -> None:
         """After the outermost execution ends, no span of ours is current any more."""
         from opentelemetry import trace

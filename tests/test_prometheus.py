@@ -179,6 +179,7 @@ class TestExposition:
             turns = 1
             input_tokens = 10
             output_tokens = 5
+            tokens = 15
             status = __import__("subagent_telemetry").Status.COMPLETE
             error_type = None
             duration_seconds = 0.5

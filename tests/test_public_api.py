@@ -110,3 +110,57 @@ def test_fleet_errors_are_the_documented_kinds() -> None:
 
     assert issubclass(fleet.QuotaStoreUnavailable, subagent_telemetry.QuotaExceeded)
     assert issubclass(fleet.QuotaLimitsMismatchError, subagent_telemetry.ConfigError)
+
+
+#: The handle API integrations code against (docs/api.md): method -> its parameters, in order.
+HANDLE_API = {
+    "SubagentTelemetry": {
+        "start": ["name", "parent", "depth", "max_turns", "model", "provider"],
+        "try_start": ["name", "parent", "depth", "max_turns", "model", "provider"],
+        "astart": ["name", "parent", "depth", "max_turns", "model", "provider"],
+        "try_astart": ["name", "parent", "depth", "max_turns", "model", "provider"],
+        "use": ["run"],
+        "current": [],
+        "execution": ["name", "max_turns"],
+    },
+    "Execution": {
+        "record_turn": [],
+        "record_tokens": ["input", "output", "total", "model", "provider"],
+        "record_response": ["input", "output", "total", "model", "provider"],
+        "finish": ["exc", "status", "error_type"],
+        "set_output": ["text"],
+        "mark_incomplete": [],
+        "check_time": [],
+        "elapsed": [],
+    },
+    "SubagentMetrics": {
+        "record_completion": ["turns", "tokens", "status"],
+        "record_error": ["error_type", "turns", "tokens"],
+        "finish": ["exc", "status", "error_type"],
+    },
+}
+
+
+def test_the_handle_api_keeps_its_names_and_parameters() -> None:
+    """The methods of docs/api.md exist with their documented parameters (keyword names are API)."""
+    import inspect
+
+    for class_name, methods in HANDLE_API.items():
+        cls = getattr(subagent_telemetry, class_name)
+        for method, params in methods.items():
+            signature = inspect.signature(getattr(cls, method))
+            assert [p for p in signature.parameters if p != "self"] == params, (class_name, method)
+
+
+def test_execution_attributes_of_the_handle_api() -> None:
+    """model/provider/tokens/depth/parent are readable on every execution."""
+    tel = subagent_telemetry.SubagentTelemetry(registry=__import__("prometheus_client").CollectorRegistry())
+    handle = tel.start("h", model="m")
+    assert (handle.model, handle.provider, handle.tokens, handle.depth, handle.parent) == (
+        "m",
+        None,
+        0,
+        1,
+        None,
+    )
+    assert handle.finish() is True

@@ -96,7 +96,7 @@ class TestTokens:
 
     def test_negative_tokens_are_rejected(self) -> None:
         """Negative token counts are a programming error."""
-        with pytest.raises(ValueError, match=">= 0"):
+        with pytest.raises(ValueError, match="whole number from 0"):
             QuotaTracker(QuotaLimits()).record_execution(-1)
 
 

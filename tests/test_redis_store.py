@@ -238,6 +238,35 @@ class TestScripts:
         assert len(os.listdir("/proc/self/fd")) <= fds
         assert _meta(server.url, "loops")["tokens"] == 201
 
+    def test_astart_does_not_block_the_event_loop_on_the_store(self, server: RunningServer) -> None:
+        """While Redis is paused, tel.astart awaits the asyncio client: other tasks keep running."""
+        tel = _tel(_config(server.url, "astart"))
+
+        async def run() -> tuple[int, int]:
+            ticks = 0
+
+            async def ticker() -> None:
+                nonlocal ticks
+                while True:
+                    ticks += 1
+                    await asyncio.sleep(0.01)
+
+            (await tel.astart("warm-up")).record_completion()  # Connection and script are ready.
+            task = asyncio.create_task(ticker())
+            await asyncio.sleep(0)
+            redis.Redis.from_url(server.url).client_pause(400)
+            ticks = 0
+            handle = await tel.astart("paused")
+            during = ticks
+            handle.record_completion()
+            task.cancel()
+            return during, handle.depth
+
+        ticks_while_admitting, depth = asyncio.run(run())
+        assert ticks_while_admitting >= 10
+        assert depth == 1
+        assert _meta(server.url, "astart")["executions"] == 2
+
     def test_a_slot_held_by_another_process_makes_admission_wait_then_refuse(
         self, server: RunningServer
     ) -> None:

@@ -1,18 +1,21 @@
 """Executions: the context manager (sync and async), the decorator and the manual handle.
 
 An execution is admitted (depth, concurrency slot, session budget) when it starts, tracks turns, tokens
-and output while it runs, and records exactly one outcome when it ends, whatever ends it.
+and output while it runs, and records exactly one outcome when it ends, whatever ends it. The public
+surface (docs/api.md) is the same on both forms: ``record_turn``/``record_tokens``/``record_response``,
+``finish``; the manual handle adds ``record_completion``/``record_error``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextvars
+import enum
 import logging
 import threading
 from collections.abc import Callable
 from types import TracebackType
-from typing import TYPE_CHECKING, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Literal, NoReturn, TypeVar
 
 from ._errors import (
     ConcurrencyLimitReached,
@@ -23,34 +26,79 @@ from ._errors import (
     TokenLimitExceeded,
     TurnLimitExceeded,
 )
+from ._text import NAME_MAX_CHARS, clean_name, is_clean_name, truncate_utf8
 from ._vocab import ErrorType, Resource, Status
-from .quota._tracker import QuotaUsage, Reservation
+from .quota._tracker import MAX_TOKENS_PER_CALL, QuotaUsage, Reservation, token_count
 
 if TYPE_CHECKING:
     from ._telemetry import SubagentTelemetry
 
+__all__ = ["CURRENT", "ErrorClassifier", "Execution", "SubagentMetrics", "classify", "truncate_utf8"]
+
 _log = logging.getLogger("subagent_telemetry")
 
-#: Maps an exception that escaped an execution to its error type; return None to use the default rules.
-ErrorClassifier = Callable[[BaseException], ErrorType | None]
+#: Maps an exception that escaped an execution to its outcome; return None to use the default rules.
+ErrorClassifier = Callable[[BaseException], "ErrorType | Status | None"]
 
 
-def classify(  # noqa: PLR0911 - one return per documented rule reads best
-    exc: BaseException, custom: ErrorClassifier | None = None
-) -> Status | ErrorType:
-    """The outcome of an execution that ended with ``exc`` (documented in docs/metrics.md)."""
-    if isinstance(exc, TurnLimitExceeded):
-        return Status.INCOMPLETE
-    if isinstance(exc, QuotaExceeded):
-        return exc.error_type
+class _Parent(enum.Enum):
+    CURRENT = "current"
+
+
+#: ``tel.start(parent=...)``'s default: the execution current in this context (``tel.current()``).
+CURRENT = _Parent.CURRENT
+
+#: How far ``classify`` follows ``__cause__``/``__context__`` (chains can be cyclic).
+_CHAIN_LIMIT = 32
+
+
+def classify(exc: BaseException, custom: ErrorClassifier | None = None) -> Status | ErrorType:
+    """The outcome of an execution that ended with ``exc`` (documented in docs/metrics.md).
+
+    A quota exception anywhere in the ``__cause__``/``__context__`` chain wins (frameworks wrap tool
+    errors); then ``custom`` (a value outside the vocabulary, or an exception, falls through); then the
+    default rules.
+    """
+    quota = _quota_in_chain(exc)
+    if quota is not None:
+        return Status.INCOMPLETE if isinstance(quota, TurnLimitExceeded) else quota.error_type
     if custom is not None:
+        outcome = _custom_outcome(custom, exc)
+        if outcome is not None:
+            return outcome
+    return _default_outcome(exc)
+
+
+def _quota_in_chain(exc: BaseException | None) -> QuotaExceeded | None:
+    for _ in range(_CHAIN_LIMIT):
+        if exc is None or isinstance(exc, QuotaExceeded):
+            return exc
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
+def _custom_outcome(custom: ErrorClassifier, exc: BaseException) -> Status | ErrorType | None:
+    try:
+        value = custom(exc)
+    except Exception:
+        _log.warning("subagent_telemetry: error_classifier raised; using the default", exc_info=True)
+        return None
+    if value is None or isinstance(value, (ErrorType, Status)):
+        return value
+    for vocabulary in (ErrorType, Status):
         try:
-            custom_type = custom(exc)
-        except Exception:
-            _log.warning("subagent_telemetry: error_classifier raised; using the default", exc_info=True)
-        else:
-            if custom_type is not None:
-                return ErrorType(custom_type)
+            return vocabulary(value)
+        except Exception:  # ValueError, or TypeError for unhashable values: try the next one.
+            continue
+    _log.warning(
+        "subagent_telemetry: error_classifier returned %.100r, which is neither an ErrorType nor a "
+        "Status; using the default classification",
+        value,
+    )
+    return None
+
+
+def _default_outcome(exc: BaseException) -> ErrorType:
     if isinstance(exc, asyncio.CancelledError):
         return ErrorType.CANCELLED
     if isinstance(exc, (KeyboardInterrupt, SystemExit, GeneratorExit)):
@@ -62,14 +110,11 @@ def classify(  # noqa: PLR0911 - one return per documented rule reads best
     return ErrorType.EXECUTION_FAILED
 
 
-def truncate_utf8(text: str, limit_bytes: int) -> tuple[str, int]:
-    """``text`` cut to at most ``limit_bytes`` of UTF-8 without splitting a character; and its size."""
-    if len(text) * 4 <= limit_bytes:  # Cannot exceed the limit whatever the characters.
-        return text, -1
-    data = text.encode("utf-8")
-    if len(data) <= limit_bytes:
-        return text, len(data)
-    return data[:limit_bytes].decode("utf-8", errors="ignore"), len(data)
+def live(run: Execution | None) -> Execution | None:
+    """``run``, or its nearest ancestor that has not finished: a finished execution is never current."""
+    while run is not None and run._finished:
+        run = run.parent
+    return run
 
 
 class Execution:
@@ -79,9 +124,16 @@ class Execution:
     depth = 0
     depth_label = "0"
     parent: Execution | None = None
+    #: The parent is the execution current where this one started (so its span is in the OTel context).
+    parent_in_context = True
     turns = 0
     input_tokens = 0
     output_tokens = 0
+    #: Every token recorded: input + output + totals recorded without a split (``total=``).
+    tokens = 0
+    #: The last model / provider name seen (``record_tokens(model=...)``); never a metric label.
+    model: str | None = None
+    provider: str | None = None
     status: Status | None = None
     error_type: ErrorType | None = None
     duration_seconds = 0.0
@@ -100,19 +152,17 @@ class Execution:
     def __init__(self, tel: SubagentTelemetry, name: str, max_turns: int | None) -> None:
         if max_turns is None:
             max_turns = tel._default_max_turns
-        elif max_turns < 1:
-            msg = f"max_turns must be >= 1, got {max_turns!r}"
+        elif type(max_turns) is not int or max_turns < 1:
+            msg = f"max_turns must be an int >= 1, got {max_turns!r}"
             raise ValueError(msg)
         self._tel = tel
+        if type(name) is not str or len(name) > NAME_MAX_CHARS or not name.isprintable():
+            name = clean_name(name)  # Sanitized once here: every exporter encodes it as UTF-8.
         self.name = name
         self.agent = tel._agent_label(name)
         self.max_turns = max_turns
 
     # -- the agent-facing API ------------------------------------------------------------------------
-
-    @property
-    def tokens(self) -> int:
-        return self.input_tokens + self.output_tokens
 
     def elapsed(self) -> float:
         """Seconds since admission."""
@@ -126,23 +176,67 @@ class Execution:
             raise TurnLimitExceeded(self.turns + 1, self.max_turns)
         self.turns += 1
 
-    def record_tokens(self, input: int = 0, output: int = 0) -> None:
-        """Add token usage; raise ``TokenLimitExceeded`` once the session total passes its limit."""
-        if input < 0 or output < 0:
-            _log.warning(
-                "subagent_telemetry: negative token counts dropped (input=%r, output=%r)", input, output
-            )
-            return
-        self.input_tokens += input
-        self.output_tokens += output
+    def record_tokens(
+        self,
+        input: int = 0,
+        output: int = 0,
+        *,
+        total: int | None = None,
+        model: str | None = None,
+        provider: str | None = None,
+    ) -> None:
+        """Add token usage; raise ``TokenLimitExceeded`` once the session total passes its limit.
+
+        ``total=`` records usage that has no input/output split (exclusive with ``input``/``output``).
+        A call whose counts are not whole numbers from 0 to 10¹² is dropped with a warning.
+        """
+        if model is not None or provider is not None:
+            self._note_model(model, provider)
+        if (
+            total is None
+            and type(input) is int
+            and type(output) is int
+            and 0 <= input <= MAX_TOKENS_PER_CALL
+            and 0 <= output <= MAX_TOKENS_PER_CALL
+        ):
+            self.input_tokens += input
+            self.output_tokens += output
+            tokens = input + output
+        else:
+            tokens = self._add_checked(input, output, total)
+            if tokens < 0:
+                return
+        self.tokens += tokens
         try:
-            self._tel.tracker.record_execution(input + output, self._lease)
+            self._tel.tracker.record_execution(tokens, self._lease)
         except TokenLimitExceeded:
             self._tel._recorder.quota_stopped(self, Resource.TOKENS)
             raise
 
+    def record_response(
+        self,
+        input: int = 0,
+        output: int = 0,
+        *,
+        total: int | None = None,
+        model: str | None = None,
+        provider: str | None = None,
+    ) -> None:
+        """One model response: its tokens (always counted, they were spent), then one turn.
+
+        Raises ``TokenLimitExceeded`` or ``TurnLimitExceeded`` as ``record_tokens``/``record_turn`` do
+        (the turn limit wins when both are hit).
+        """
+        try:
+            self.record_tokens(input, output, total=total, model=model, provider=provider)
+        finally:
+            self.record_turn()
+
     def set_output(self, text: str) -> str:
-        """Return ``text`` truncated to ``output_max_size`` bytes of UTF-8 (counted when cut)."""
+        """Return ``text`` truncated to ``output_max_size`` bytes of UTF-8 (counted when cut).
+
+        Lone surrogates (not encodable) are replaced by U+FFFD; the rest of the text is kept as is.
+        """
         limit = self._tel._output_max_size
         kept, size = truncate_utf8(text, limit)
         if size > limit:
@@ -161,6 +255,71 @@ class Execution:
             self._tel._recorder.quota_stopped(self, Resource.TIME_SECONDS)
             raise
 
+    def finish(
+        self,
+        exc: BaseException | None = None,
+        *,
+        status: Status | str | None = None,
+        error_type: ErrorType | str | None = None,
+    ) -> bool:
+        """End the execution now: with ``exc`` classified as ``with`` would, or the explicit outcome
+        (``error_type`` wins over ``status``, both over ``exc``). Never raises; ``False`` when an
+        outcome was already recorded (or the execution was never admitted)."""
+        return self._finish(exc, _explicit_outcome(status, error_type))
+
+    # -- recording helpers ---------------------------------------------------------------------------
+
+    def _note_model(self, model: object, provider: object) -> None:
+        if model is not None:
+            self.model = model if is_clean_name(model) else clean_name(model)  # type: ignore[assignment]
+        if provider is not None:
+            self.provider = provider if is_clean_name(provider) else clean_name(provider)  # type: ignore[assignment]
+
+    def _add_checked(self, input: object, output: object, total: object) -> int:
+        """The slow path of ``record_tokens``: validate, add, return the tokens; ``-1`` when dropped."""
+        if total is not None:
+            count = token_count(total)
+            if count is None or input != 0 or output != 0:
+                return self._drop("total=%r (with input=%r, output=%r)", total, input, output)
+            return count
+        input_count, output_count = token_count(input), token_count(output)
+        if input_count is None or output_count is None:
+            return self._drop("input=%r, output=%r", input, output)
+        self.input_tokens += input_count
+        self.output_tokens += output_count
+        return input_count + output_count
+
+    def _drop(self, detail: str, *args: object) -> int:
+        """Warn (at most once a minute per session) that a bad measurement was dropped; ``-1``."""
+        self._tel._warn_dropped(
+            "counts",
+            "subagent_telemetry: counts dropped (not whole numbers from 0 to %d): " + detail,
+            MAX_TOKENS_PER_CALL,
+            *args,
+        )
+        return -1
+
+    def _settle(self, turns: object, tokens: object) -> None:
+        """Explicit totals from ``record_completion``/``record_error``: each raises what was recorded
+        incrementally to that total; only tokens beyond those already charged reach the quota."""
+        if turns is not None:
+            count = token_count(turns)
+            if count is None:
+                self._drop("turns=%r", turns)
+            elif count > self.turns:
+                self.turns = count
+        if tokens is not None:
+            count = token_count(tokens)
+            if count is None:
+                self._drop("tokens=%r", tokens)
+            elif count > self.tokens:
+                extra = count - self.tokens
+                self.tokens = count
+                try:
+                    self._tel.tracker.record_execution(extra, self._lease)
+                except TokenLimitExceeded:  # The execution is over; the next admission is refused instead.
+                    self._tel._recorder.quota_stopped(self, Resource.TOKENS)
+
     # -- admission -----------------------------------------------------------------------------------
 
     def _begin(self, parent: Execution | None, depth: int | None = None) -> None:
@@ -174,7 +333,8 @@ class Execution:
         self.depth = depth
         max_depth = self._tel._max_depth
         if depth > max_depth:
-            self.depth_label = str(depth)
+            # Whatever the depth asked for, the label stays in the closed set 1 .. max_depth + 1.
+            self.depth_label = _DEPTH_LABELS[max_depth + 1]
             self._refuse(DepthLimitExceeded(depth, max_depth))
         self.depth_label = _DEPTH_LABELS[depth]
 
@@ -216,7 +376,7 @@ class Execution:
             self._refuse(error)
         raise error
 
-    def _refuse(self, error: QuotaExceeded) -> None:
+    def _refuse(self, error: QuotaExceeded) -> NoReturn:
         self._finished = True
         self.error_type = error.error_type
         self._tel._recorder.refused(self, error)
@@ -230,15 +390,13 @@ class Execution:
         self._slot = True
         self._reserve(wait=not nested)
 
-    async def _admit_async(self) -> None:
-        self._begin(self._tel._current.get())
+    async def _admit_async(self, nested: bool) -> None:
+        """``_admit_sync`` for asyncio code: waiting for a slot or the store never blocks the loop."""
         slots = self._tel._slots
-        if not slots.try_acquire() and (
-            self.parent is not None or not await slots.acquire_async(self._wait_seconds())
-        ):
+        if not slots.try_acquire() and (nested or not await slots.acquire_async(self._wait_seconds())):
             self._refuse(ConcurrencyLimitReached(slots.in_use, slots.limit))
         self._slot = True
-        await self._reserve_async(wait=self.parent is None)
+        await self._reserve_async(wait=not nested)
 
     def _wait_seconds(self) -> float | None:
         """How long a top-level admission waits for a slot.
@@ -259,20 +417,23 @@ class Execution:
 
     # -- the outcome ---------------------------------------------------------------------------------
 
-    def _finish(self, exc: BaseException | None, outcome: Status | ErrorType | None = None) -> None:
-        """Record the one outcome: ``outcome`` if given, else derived from ``exc``. Never raises."""
-        if self._finished:
-            return
+    def _finish(self, exc: BaseException | None, outcome: Status | ErrorType | None = None) -> bool:
+        """Record the one outcome: ``outcome`` if given, else derived from ``exc``. Never raises.
+
+        ``False`` when there is nothing to end: already ended, refused, or never admitted.
+        """
+        if self._finished or not self._started_at:
+            return False
         self._finished = True
         tel = self._tel
         try:
             self.duration_seconds = self.elapsed()
-            if exc is None and outcome is None:
-                self.status = self.status or Status.COMPLETE
-            else:
-                if outcome is None:
-                    assert exc is not None
+            if outcome is None:
+                if exc is None:
+                    self.status = self.status or Status.COMPLETE
+                else:
                     outcome = classify(exc, tel._error_classifier)
+            if outcome is not None:
                 if isinstance(outcome, Status):
                     self.status = outcome
                 else:
@@ -283,13 +444,16 @@ class Execution:
         tel._recorder.finished(self)
         if tel._log_level is not None:
             tel._log_execution(self)
+        return True
 
     # -- context manager protocol --------------------------------------------------------------------
 
     def __enter__(self) -> Execution:
-        tel = self._tel
-        current = tel._current
+        current = self._tel._current
         parent = current.get()
+        if parent is not None and parent._finished:  # A stale pointer (out-of-order exits): skip it.
+            parent = live(parent)
+            self.parent_in_context = False
         self._begin(parent)
         self._admit_sync(nested=parent is not None)
         self._token = current.set(self)
@@ -298,13 +462,24 @@ class Execution:
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        if self._token is not None:
-            self._tel._current.reset(self._token)
+        token = self._token
+        if token is not None:
             self._token = None
+            try:  # noqa: SIM105 - try is free on this hot path; contextlib.suppress allocates
+                self._tel._current.reset(token)
+            except (ValueError, RuntimeError):
+                # Ended in another context (a generator finalized elsewhere, copy_context().run): that
+                # context is left as it is; this execution is finished, so it is never current again.
+                pass
         self._finish(exc)
 
     async def __aenter__(self) -> Execution:
-        await self._admit_async()
+        parent = self._tel._current.get()
+        if parent is not None and parent._finished:
+            parent = live(parent)
+            self.parent_in_context = False
+        self._begin(parent)
+        await self._admit_async(nested=parent is not None)
         self._token = self._tel._current.set(self)
         limit = self._tel.tracker.limits.max_total_time
         usage = self.usage_at_start
@@ -343,48 +518,90 @@ class Execution:
 
 
 class SubagentMetrics(Execution):
-    """Manual handle for callback-style frameworks: admitted when created, ended by the first
-    ``record_completion``/``record_error``; one dropped without either is recorded as ``aborted``."""
+    """Manual handle for callback-style frameworks (docs/api.md): admitted when created, ended by the
+    first ``finish``/``record_completion``/``record_error``; one dropped without an outcome is recorded
+    as ``aborted``, one that was never admitted records nothing."""
 
     __slots__ = ("_lock",)
 
-    def __init__(self, tel: SubagentTelemetry, name: str, depth: int | None, max_turns: int | None) -> None:
+    def __init__(
+        self,
+        tel: SubagentTelemetry,
+        name: str = "subagent",
+        depth: int | None = None,
+        max_turns: int | None = None,
+        *,
+        parent: Execution | Literal[_Parent.CURRENT] | None = CURRENT,
+        model: str | None = None,
+        provider: str | None = None,
+        _admit: bool = True,
+    ) -> None:
         super().__init__(tel, name, max_turns)
         self._lock = threading.Lock()
-        if depth is not None and depth < 1:
-            msg = f"depth must be >= 1, got {depth!r}"
+        if depth is not None and (type(depth) is not int or depth < 1):
+            msg = f"depth must be an int >= 1, got {depth!r}"
             raise ValueError(msg)
-        self._begin(tel._current.get(), depth)
-        self._admit_sync(nested=self.parent is not None or self.depth > 1)
+        if model is not None or provider is not None:
+            self._note_model(model, provider)
+        self._place(parent, depth)
+        if _admit:
+            self._admit_sync(nested=self._nested)
+
+    def _place(self, parent: Execution | Literal[_Parent.CURRENT] | None, depth: int | None) -> None:
+        current = self._tel._current.get()
+        if parent is CURRENT:
+            parent = live(current)
+            self.parent_in_context = parent is current
+        elif parent is not None:
+            if not isinstance(parent, Execution):
+                msg = f"parent must be an Execution, a SubagentMetrics handle or None, got {parent!r}"
+                raise TypeError(msg)
+            self.parent_in_context = parent is current
+        self._begin(parent, depth)
+
+    @property
+    def _nested(self) -> bool:
+        return self.parent is not None or self.depth > 1
+
+    def finish(
+        self,
+        exc: BaseException | None = None,
+        *,
+        status: Status | str | None = None,
+        error_type: ErrorType | str | None = None,
+    ) -> bool:
+        with self._lock:
+            return self._finish(exc, _explicit_outcome(status, error_type))
 
     def record_completion(
-        self, turns: int = 0, tokens: int = 0, status: Status | str = Status.COMPLETE
+        self, turns: int | None = None, tokens: int | None = None, status: Status | str = Status.COMPLETE
     ) -> bool:
-        """Record success; ``False`` (and nothing recorded) when an outcome was already recorded."""
+        """Record success. Without counts it keeps what was recorded; ``turns``/``tokens`` are totals
+        for callers that recorded nothing incrementally. ``False`` when an outcome was already recorded."""
         with self._lock:
-            if self._finished:
+            if self._finished or not self._started_at:
                 return False
-            self.turns = max(int(turns), 0)
-            self.output_tokens = max(int(tokens), 0)
-            try:
-                self._tel.tracker.record_execution(self.output_tokens, self._lease)
-            except TokenLimitExceeded:
-                # The execution is over; the next admission is refused instead.
-                self._tel._recorder.quota_stopped(self, Resource.TOKENS)
-            self._finish(None, _coerce(Status, status, Status.COMPLETE))
-            return True
+            self._settle(turns, tokens)
+            return self._finish(None, _coerce(Status, status, Status.COMPLETE))
 
-    def record_error(self, error_type: ErrorType | str = ErrorType.EXECUTION_FAILED) -> bool:
-        """Record failure; ``False`` (and nothing recorded) when an outcome was already recorded."""
+    def record_error(
+        self,
+        error_type: ErrorType | str = ErrorType.EXECUTION_FAILED,
+        *,
+        turns: int | None = None,
+        tokens: int | None = None,
+    ) -> bool:
+        """Record failure (counts as in ``record_completion``); ``False`` when an outcome was already
+        recorded."""
         with self._lock:
-            if self._finished:
+            if self._finished or not self._started_at:
                 return False
-            self._finish(None, _coerce(ErrorType, error_type, ErrorType.EXECUTION_FAILED))
-            return True
+            self._settle(turns, tokens)
+            return self._finish(None, _coerce(ErrorType, error_type, ErrorType.EXECUTION_FAILED))
 
     def __del__(self) -> None:
-        if not getattr(self, "_finished", True):
-            self._finish(None, ErrorType.ABORTED)
+        # A handle that was never admitted (validation failed, admission refused) has nothing to end.
+        self._finish(None, ErrorType.ABORTED)
 
 
 #: ``str(depth)`` for every depth a config allows (1-10) and one past it.
@@ -399,5 +616,17 @@ def _coerce(enum: type[_E], value: _E | str, default: _E) -> _E:
         return enum(value)
     except ValueError:
         allowed = ", ".join(e.value for e in enum)
-        _log.warning("subagent_telemetry: %r is not one of %s; recorded as %s", value, allowed, default.value)
+        _log.warning(
+            "subagent_telemetry: %.100r is not one of %s; recorded as %s", value, allowed, default.value
+        )
         return default
+
+
+def _explicit_outcome(
+    status: Status | str | None, error_type: ErrorType | str | None
+) -> Status | ErrorType | None:
+    if error_type is not None:
+        return _coerce(ErrorType, error_type, ErrorType.EXECUTION_FAILED)
+    if status is not None:
+        return _coerce(Status, status, Status.COMPLETE)
+    return None

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Protocol
+from typing import Any, Protocol
 
 from ._errors import QuotaExceeded
 from ._vocab import ErrorType, Resource, Status
@@ -38,6 +38,14 @@ class RunView(Protocol):
     @property
     def output_tokens(self) -> int: ...
     @property
+    def tokens(self) -> int:
+        """Every token recorded: input + output + totals recorded without a split."""
+
+    @property
+    def model(self) -> str | None: ...
+    @property
+    def provider(self) -> str | None: ...
+    @property
     def status(self) -> Status | None: ...
     @property
     def error_type(self) -> ErrorType | None: ...
@@ -45,9 +53,15 @@ class RunView(Protocol):
     def duration_seconds(self) -> float: ...
     @property
     def parent(self) -> RunView | None: ...
+    @property
+    def parent_in_context(self) -> bool:
+        """The parent was current where this run started (its span is in the ambient OTel context)."""
 
 
 class Backend(Protocol):
+    """What every backend implements. A backend may also implement ``activate(run) -> token`` and
+    ``deactivate(token)``: called when ``tel.use(run)`` makes ``run`` current for a block."""
+
     def started(self, run: RunView) -> None:
         """An execution was admitted and is running."""
 
@@ -70,28 +84,30 @@ class Backend(Protocol):
         """Flush and release resources."""
 
 
-class _RateLimitedLog:
-    """Logs a recording failure at most once per ``interval_seconds`` per key."""
+class RateLimitedLog:
+    """Logs a warning at most once per ``interval_seconds`` per key (with the current traceback)."""
 
-    def __init__(self, interval_seconds: float = 60.0) -> None:
+    def __init__(self, interval_seconds: float = 60.0, *, with_traceback: bool = True) -> None:
         self._interval = interval_seconds
+        self._traceback = with_traceback
         self._last: dict[str, float] = {}
 
     def __call__(self, key: str, message: str, *args: object) -> None:
         now = time.monotonic()
         if now - self._last.get(key, -self._interval) >= self._interval:
             self._last[key] = now
-            _log.warning(message, *args, exc_info=True)
+            _log.warning(message, *args, exc_info=self._traceback)
 
 
 class Recorder:
     """Fans each event out to every backend; a failing backend is logged (rate-limited) and skipped."""
 
-    __slots__ = ("_backends", "_warn")
+    __slots__ = ("_activators", "_backends", "_warn")
 
     def __init__(self, backends: list[Backend]) -> None:
         self._backends = tuple(backends)
-        self._warn = _RateLimitedLog()
+        self._activators = tuple(b for b in backends if hasattr(b, "activate"))
+        self._warn = RateLimitedLog()
 
     @property
     def backends(self) -> tuple[Backend, ...]:
@@ -138,6 +154,23 @@ class Recorder:
                 backend.finished(run)
             except Exception:
                 self._warn("finished", "subagent_telemetry: %s failed to record an outcome", backend)
+
+    def activate(self, run: RunView) -> list[tuple[Any, object]]:
+        """``run`` becomes current for a block (``tel.use``); returns what ``deactivate`` undoes."""
+        undo: list[tuple[Any, object]] = []
+        for backend in self._activators:
+            try:
+                undo.append((backend, backend.activate(run)))
+            except Exception:
+                self._warn("activate", "subagent_telemetry: %s failed to make a run current", backend)
+        return undo
+
+    def deactivate(self, undo: list[tuple[Any, object]]) -> None:
+        for backend, token in undo:
+            try:
+                backend.deactivate(token)
+            except Exception:
+                self._warn("activate", "subagent_telemetry: %s failed to restore the context", backend)
 
     def shutdown(self, timeout_seconds: float) -> None:
         for backend in self._backends:

@@ -9,15 +9,16 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from types import TracebackType
-from typing import Any, ParamSpec, TypeVar, cast
+from typing import Any, Literal, ParamSpec, TypeVar, cast
 
 from prometheus_client import REGISTRY, CollectorRegistry
 
 from ._config import Config
 from ._errors import QuotaExceeded, missing_extra
-from ._execution import ErrorClassifier, Execution, SubagentMetrics
+from ._execution import CURRENT, ErrorClassifier, Execution, SubagentMetrics, live
+from ._execution import _Parent as Parent
 from ._labels import AgentLabelMapper
-from ._recorder import Backend, Recorder
+from ._recorder import Backend, RateLimitedLog, Recorder
 from ._vocab import Resource
 from .backends._multiprocess import multiprocess_dir, multiprocess_registry
 from .backends._prometheus import PrometheusBackend, QuotaCollector
@@ -66,6 +67,8 @@ class SubagentTelemetry:
             "subagent_telemetry_current", default=None
         )
         self._slots = Slots(sub.max_concurrency)
+        #: Bad measurements from agent code are dropped with a warning, at most once a minute.
+        self._warn_dropped = RateLimitedLog(with_traceback=False)
         # Read on every execution: resolved once instead of through the config models.
         self._max_depth = sub.max_depth
         self._default_max_turns = sub.default_max_turns
@@ -179,14 +182,88 @@ class SubagentTelemetry:
         return Execution(self, name, max_turns)
 
     def start(
-        self, name: str = "subagent", *, depth: int | None = None, max_turns: int | None = None
+        self,
+        name: str = "subagent",
+        *,
+        parent: Execution | Literal[Parent.CURRENT] | None = CURRENT,
+        depth: int | None = None,
+        max_turns: int | None = None,
+        model: str | None = None,
+        provider: str | None = None,
     ) -> SubagentMetrics:
-        """A manual handle, admitted now, for frameworks whose start and end are separate callbacks."""
-        return SubagentMetrics(self, name, depth, max_turns)
+        """A manual handle, admitted now, for frameworks whose start and end are separate callbacks.
+
+        ``parent`` defaults to ``tel.current()``; ``None`` makes it top-level; any execution or handle
+        nests it there (depth and span). Raises the ``QuotaExceeded`` subclass on refusal (docs/api.md).
+        """
+        return SubagentMetrics(self, name, depth, max_turns, parent=parent, model=model, provider=provider)
+
+    def try_start(
+        self,
+        name: str = "subagent",
+        *,
+        parent: Execution | Literal[Parent.CURRENT] | None = CURRENT,
+        depth: int | None = None,
+        max_turns: int | None = None,
+        model: str | None = None,
+        provider: str | None = None,
+    ) -> SubagentMetrics | QuotaExceeded:
+        """``start`` that returns the refusal (already counted) instead of raising it."""
+        try:
+            return SubagentMetrics(
+                self, name, depth, max_turns, parent=parent, model=model, provider=provider
+            )
+        except QuotaExceeded as refusal:
+            return refusal.with_traceback(None)  # The frames would keep the refused handle alive.
+
+    async def astart(
+        self,
+        name: str = "subagent",
+        *,
+        parent: Execution | Literal[Parent.CURRENT] | None = CURRENT,
+        depth: int | None = None,
+        max_turns: int | None = None,
+        model: str | None = None,
+        provider: str | None = None,
+    ) -> SubagentMetrics:
+        """``start`` for asyncio code: waiting for a slot or a shared store never blocks the loop."""
+        handle = SubagentMetrics(
+            self, name, depth, max_turns, parent=parent, model=model, provider=provider, _admit=False
+        )
+        await handle._admit_async(handle._nested)
+        return handle
+
+    async def try_astart(
+        self,
+        name: str = "subagent",
+        *,
+        parent: Execution | Literal[Parent.CURRENT] | None = CURRENT,
+        depth: int | None = None,
+        max_turns: int | None = None,
+        model: str | None = None,
+        provider: str | None = None,
+    ) -> SubagentMetrics | QuotaExceeded:
+        """``astart`` that returns the refusal (already counted) instead of raising it."""
+        try:
+            return await self.astart(
+                name, parent=parent, depth=depth, max_turns=max_turns, model=model, provider=provider
+            )
+        except QuotaExceeded as refusal:
+            return refusal.with_traceback(None)
+
+    def use(self, run: Execution | None) -> _Use:
+        """``with tel.use(run):`` makes ``run`` the current execution for the block (``None``: none), so
+        executions and handles started inside nest under it (depth and spans)."""
+        if run is not None and not isinstance(run, Execution):
+            msg = f"tel.use() takes an Execution, a SubagentMetrics handle or None, got {run!r}"
+            raise TypeError(msg)
+        return _Use(self, run)
 
     def current(self) -> Execution | None:
-        """The innermost running execution in this context (thread or task), if any."""
-        return self._current.get()
+        """The innermost running execution in this context (thread or task), if any; never one that
+        has finished."""
+        run = self._current.get()
+        return live(run) if run is not None and run._finished else run
 
     def instrument(
         self, name: str | None = None, *, max_turns: int | None = None
@@ -273,6 +350,47 @@ class SubagentTelemetry:
                 "tokens": run.tokens,
             },
         )
+
+
+class _Use:
+    """The context manager ``tel.use(run)`` returns (sync; usable in async code)."""
+
+    __slots__ = ("_previous", "_run", "_tel", "_token", "_undo")
+
+    def __init__(self, tel: SubagentTelemetry, run: Execution | None) -> None:
+        self._tel = tel
+        self._run = run
+        self._token: contextvars.Token[Execution | None] | None = None
+        self._previous: Execution | None = None
+        self._undo: list[tuple[Any, object]] = []
+
+    def __enter__(self) -> Execution | None:
+        if self._token is not None:
+            msg = "a tel.use() object can only be entered once at a time"
+            raise RuntimeError(msg)
+        tel, run = self._tel, self._run
+        self._previous = tel._current.get()
+        self._token = tel._current.set(run)
+        if run is not None:
+            self._undo = tel._recorder.activate(run)
+        return run
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        tel, token = self._tel, self._token
+        self._token = None
+        undo, self._undo = self._undo, []
+        tel._recorder.deactivate(undo)
+        if token is None:
+            return
+        try:
+            tel._current.reset(token)
+        except (ValueError, RuntimeError):
+            # The block ended in another context: restore the previous execution there only if this
+            # block's run is what that context sees as current (a copy taken inside the block).
+            if tel._current.get() is self._run:
+                tel._current.set(self._previous)
 
 
 def _no_agent_label(name: str) -> str:

@@ -9,6 +9,7 @@ and ``finished`` (called in the same context) restores the previous one.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import threading
 from collections.abc import Callable
 from contextvars import Token
@@ -44,7 +45,14 @@ def _scope_version() -> str:
 class _RunState:
     """What the backend keeps per execution: its span, the context token, and subtree token totals."""
 
-    __slots__ = ("span", "subtree_executions", "subtree_input", "subtree_output", "token")
+    __slots__ = (
+        "span",
+        "subtree_executions",
+        "subtree_input",
+        "subtree_output",
+        "subtree_tokens",
+        "token",
+    )
 
     def __init__(self, span: Any, token: Token[Context] | None) -> None:
         self.span = span
@@ -52,6 +60,8 @@ class _RunState:
         #: Totals of finished descendants (this execution's own tokens are added when it finishes).
         self.subtree_input = 0
         self.subtree_output = 0
+        #: Every token, including totals recorded without an input/output split.
+        self.subtree_tokens = 0
         self.subtree_executions = 0
 
 
@@ -174,6 +184,17 @@ class OtelBackend:
         if isinstance(state, _RunState):
             self._end_span(run, state)
 
+    def activate(self, run: RunView) -> Token[Context] | None:
+        """``tel.use(run)``: the run's span becomes current, so spans started in the block nest under it."""
+        state = run.backend_state
+        if not isinstance(state, _RunState):
+            return None
+        return otel_context.attach(trace.set_span_in_context(state.span))
+
+    def deactivate(self, token: Token[Context] | None) -> None:
+        if token is not None:
+            _detach(token)
+
     def store_degraded(self, policy: str, decision: str) -> None:
         """An admission decided without the shared quota store (see ``quota.failure_policy``)."""
         if self._metrics is not None:
@@ -196,7 +217,7 @@ class OtelBackend:
         base = attrs.base
         m.active.add(-1, base)
         m.turns.record(run.turns, base)
-        m.tokens.record(run.input_tokens + run.output_tokens, base)
+        m.tokens.record(run.tokens, base)
         status = run.status
         if status is not None:
             by_status = attrs.by_status[status]
@@ -220,8 +241,18 @@ class OtelBackend:
         m.genai_duration.record(run.duration_seconds, common)
 
     def _start_span(self, run: RunView) -> Any:
+        # Nested where it started, the parent's span is in the ambient context (or a span the agent
+        # opened inside it is, which must stay the parent). A parent passed explicitly, or found past
+        # a finished execution, is linked directly.
+        parent = run.parent
+        context = None
+        if parent is not None and not run.parent_in_context:
+            parent_state = parent.backend_state
+            if isinstance(parent_state, _RunState):
+                context = trace.set_span_in_context(parent_state.span)
         return self._tracer.start_span(
             f"{_INVOKE_AGENT} {run.name}",
+            context=context,
             kind=SpanKind.INTERNAL,
             attributes={
                 "gen_ai.operation.name": _INVOKE_AGENT,
@@ -234,17 +265,23 @@ class OtelBackend:
         span = state.span
         subtree_input = state.subtree_input + run.input_tokens
         subtree_output = state.subtree_output + run.output_tokens
+        subtree_tokens = state.subtree_tokens + run.tokens
         span.set_attributes(
             {
                 "gen_ai.usage.input_tokens": run.input_tokens,
                 "gen_ai.usage.output_tokens": run.output_tokens,
+                "subagent.tokens": run.tokens,
                 "subagent.turns": run.turns,
                 "subagent.subtree.input_tokens": subtree_input,
                 "subagent.subtree.output_tokens": subtree_output,
-                "subagent.subtree.total_tokens": subtree_input + subtree_output,
+                "subagent.subtree.total_tokens": subtree_tokens,
                 "subagent.subtree.executions": state.subtree_executions + 1,
             }
         )
+        if run.model is not None:
+            span.set_attribute("gen_ai.response.model", run.model)
+        if run.provider is not None:
+            span.set_attribute("gen_ai.provider.name", run.provider)
         if run.status is not None:
             span.set_attribute("subagent.status", run.status.value)
         else:
@@ -257,11 +294,22 @@ class OtelBackend:
             with self._lock:  # Sibling threads may finish at once.
                 parent_state.subtree_input += subtree_input
                 parent_state.subtree_output += subtree_output
+                parent_state.subtree_tokens += subtree_tokens
                 parent_state.subtree_executions += state.subtree_executions + 1
         if state.token is not None:
-            otel_context.detach(state.token)
+            _detach(state.token)
             state.token = None
         span.end()
+
+
+def _detach(token: Token[Context]) -> None:
+    """Restore the OTel context of ``token``; when the execution ends in another context (a generator
+    finalized elsewhere) that context is left as it is, without the SDK's error log."""
+    if isinstance(token, Token):
+        with contextlib.suppress(ValueError, RuntimeError):
+            token.var.reset(token)
+    else:  # pragma: no cover - a runtime context other than contextvars (OTEL_PYTHON_CONTEXT)
+        otel_context.detach(token)
 
 
 def _quota_event(resource: Resource, used: float, limit: float) -> dict[str, Any]:

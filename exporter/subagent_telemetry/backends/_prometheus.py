@@ -191,7 +191,7 @@ class PrometheusBackend(Collector):
         # Failed executions are timed under "incomplete": they did not complete.
         duration_hist = cell.duration[status if status is not None else Status.INCOMPLETE]
         turns_hist, tokens_hist = cell.turns, cell.tokens
-        duration, turns, tokens = run.duration_seconds, run.turns, run.input_tokens + run.output_tokens
+        duration, turns, tokens = run.duration_seconds, run.turns, run.tokens
         trace_id = run.trace_id if self._exemplars else None
         with self._lock:  # One critical section: a scrape sees the whole outcome or none of it.
             cell.active -= 1

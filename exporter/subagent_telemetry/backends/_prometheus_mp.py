@@ -134,7 +134,7 @@ class MultiprocessPrometheusBackend:
     def finished(self, run: RunView) -> None:
         children = self._bound(run.depth_label, run.agent)
         children.active.dec()
-        tokens = run.input_tokens + run.output_tokens
+        tokens = run.tokens
         exemplar = {"trace_id": run.trace_id} if self._exemplars and run.trace_id else None
         children.turns.observe(run.turns)
         children.tokens.observe(tokens, exemplar)

@@ -7,6 +7,7 @@ threads, asyncio tasks (and, with a shared store, processes) racing for the last
 from __future__ import annotations
 
 import asyncio
+import operator
 import random
 import threading
 import time
@@ -102,6 +103,34 @@ class QuotaUsage(NamedTuple):
         if resource is Resource.COST:
             return self.cost_nanos / NANO
         return self.elapsed_seconds
+
+
+#: The largest token count one call may add: far above any model response, and small enough that every
+#: store's 64-bit counters and the float histogram sums stay exact (docs/api.md, "Token counts").
+MAX_TOKENS_PER_CALL = 10**12
+
+
+def token_count(value: object) -> int | None:
+    """``value`` as a token count, or ``None`` when it is not one.
+
+    A count is a whole number from 0 to ``MAX_TOKENS_PER_CALL``: an ``int``, anything with
+    ``__index__`` (numpy integers), or a float with an integral value (``100.0``). ``bool``, NaN,
+    infinities, fractions, negatives, larger numbers and non-numbers are not counts.
+    """
+    if type(value) is int:
+        return value if 0 <= value <= MAX_TOKENS_PER_CALL else None
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, float):
+        if not value.is_integer():  # Also False for NaN and the infinities.
+            return None
+        count = int(value)
+    else:
+        try:
+            count = operator.index(value)  # type: ignore[arg-type]
+        except TypeError:
+            return None
+    return count if 0 <= count <= MAX_TOKENS_PER_CALL else None
 
 
 #: Builds a QuotaUsage without the Python-level ``__new__`` NamedTuple generates (hot path).
@@ -340,8 +369,14 @@ class QuotaTracker:
         Both are counted even when they overshoot: the totals stay honest. With a leasing store,
         ``reservation`` settles them against the execution's estimates.
         """
-        if tokens < 0 or cost_nanos < 0:
-            msg = f"tokens and cost must be >= 0, got {tokens!r} and {cost_nanos!r}"
+        if type(tokens) is not int or not 0 <= tokens <= MAX_TOKENS_PER_CALL:
+            count = token_count(tokens)
+            if count is None:  # Checked before any store sees it: NaN would disable the budget.
+                msg = f"tokens must be a whole number from 0 to {MAX_TOKENS_PER_CALL}, got {tokens!r}"
+                raise ValueError(msg)
+            tokens = count
+        if cost_nanos < 0:
+            msg = f"cost must be >= 0, got {cost_nanos!r}"
             raise ValueError(msg)
         if reservation is not None and self.leasing is not None:
             usage = self.leasing.add_lease_tokens(reservation, tokens, self.limits, cost_nanos)
