@@ -68,9 +68,44 @@ class TestDesignDocuments:
             5,
         )
 
-    def test_presets_table_has_three_entries(self) -> None:
-        """Exactly the three documented presets exist."""
-        assert set(PRESETS) == {"cost-optimized", "performance-optimized", "balanced"}
+    def test_presets_table_has_the_documented_entries(self) -> None:
+        """The three design presets and the three common patterns of docs/tuning.md exist, no others."""
+        assert set(PRESETS) == {
+            "cost-optimized",
+            "performance-optimized",
+            "balanced",
+            "cost-limited-exploration",
+            "time-boxed-analysis",
+            "safety-first-delegation",
+        }
+
+    @pytest.mark.parametrize(
+        ("name", "document"),
+        [("cost-limited-exploration", 3), ("time-boxed-analysis", 4), ("safety-first-delegation", 5)],
+    )
+    def test_common_pattern_presets_equal_the_last_three_documents(self, name: str, document: int) -> None:
+        """Each common-pattern preset is exactly its design document (docs/tuning.md's ready configs)."""
+        assert Config.preset(name) == load_config_text(DESIGN_DOCUMENTS[document])
+
+    @pytest.mark.parametrize(
+        "name", ["cost-limited-exploration", "time-boxed-analysis", "safety-first-delegation"]
+    )
+    def test_common_pattern_loads_by_name_from_a_file(self, name: str) -> None:
+        """`preset: NAME` under agent.subagent loads each common pattern."""
+        loaded = load_config_text(f"agent:\n  subagent:\n    preset: {name}\n").subagent
+        for key, value in PRESETS[name].items():
+            assert getattr(loaded, key) == value
+
+    @pytest.mark.parametrize(
+        "name", ["cost-limited-exploration", "time-boxed-analysis", "safety-first-delegation"]
+    )
+    def test_tuning_guide_shows_each_common_pattern_as_its_preset(self, name: str) -> None:
+        """docs/tuning.md names each common-pattern preset and its YAML loads to that preset."""
+        text = (Path(__file__).resolve().parents[1] / "docs" / "tuning.md").read_text(encoding="utf-8")
+        marker = f"<!-- preset: {name} -->"
+        assert marker in text, marker
+        block = text.split(marker, 1)[1].split("```yaml\n", 1)[1].split("```", 1)[0]
+        assert load_config_text(block) == Config.preset(name)
 
 
 class TestErrors:

@@ -6,8 +6,9 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
-from subagent_telemetry import Config
+from subagent_telemetry import Config, QuotaExceeded
 from subagent_telemetry import _catalog as cat
+from subagent_telemetry import _errors as errors
 from subagent_telemetry._vocab import ErrorType, Resource, Status
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
@@ -55,3 +56,33 @@ def test_metrics_reference_lists_the_buckets() -> None:
     text = (DOCS / "metrics.md").read_text()
     for spec in (cat.DURATION, cat.TURNS, cat.TOKENS):
         assert ", ".join(f"{b:g}" for b in spec.buckets) in text, spec.name
+
+
+def _quota_exceptions() -> list[type[QuotaExceeded]]:
+    return [
+        cls
+        for cls in vars(errors).values()
+        if isinstance(cls, type) and issubclass(cls, QuotaExceeded) and cls is not QuotaExceeded
+    ]
+
+
+def test_tuning_guide_has_a_troubleshooting_section_per_quota_message() -> None:
+    """docs/tuning.md has a section titled with each quota exception's message heading."""
+    text = (DOCS / "tuning.md").read_text()
+    headings = {line.lstrip("# ").strip() for line in text.splitlines() if line.startswith("### ")}
+    missing = [cls.heading for cls in _quota_exceptions() if cls.heading not in headings]
+    assert missing == []
+
+
+def test_each_quota_exception_links_its_troubleshooting_section() -> None:
+    """Every quota exception's docs name the anchor of its section in docs/tuning.md."""
+    for cls in _quota_exceptions():
+        anchor = cls.heading.lower().replace(" ", "-")
+        assert f"docs/tuning.md#{anchor}" in (cls.__doc__ or ""), cls.__name__
+
+
+def test_runbooks_link_every_troubleshooting_section() -> None:
+    """docs/runbooks.md links each troubleshooting section of docs/tuning.md."""
+    text = (DOCS / "runbooks.md").read_text()
+    for cls in _quota_exceptions():
+        assert f"(tuning.md#{cls.heading.lower().replace(' ', '-')})" in text, cls.heading

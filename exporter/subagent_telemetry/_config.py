@@ -137,7 +137,17 @@ MAX_COST = Decimal(1_000_000)
 class SubagentConfig(_Model):
     """Quotas and limits for subagent executions (``agent.subagent``)."""
 
-    preset: Literal["cost-optimized", "performance-optimized", "balanced"] | None = Field(
+    preset: (
+        Literal[
+            "cost-optimized",
+            "performance-optimized",
+            "balanced",
+            "cost-limited-exploration",
+            "time-boxed-analysis",
+            "safety-first-delegation",
+        ]
+        | None
+    ) = Field(
         None,
         description="Start from this preset's values; keys set here override them. "
         "null = no preset: every key has its own default (an absent budget is unlimited).",
@@ -687,7 +697,9 @@ class Config(_Model):
 
     @classmethod
     def preset(cls, name: str) -> Config:
-        """One of the named presets: ``cost-optimized``, ``performance-optimized``, ``balanced``."""
+        """A named preset: ``cost-optimized``, ``performance-optimized``, ``balanced``, or one of the
+        common patterns of docs/tuning.md (``cost-limited-exploration``, ``time-boxed-analysis``,
+        ``safety-first-delegation``)."""
         try:
             quotas = PRESETS[name]
         except KeyError:
@@ -722,6 +734,22 @@ PRESETS: Mapping[str, Mapping[str, int]] = {
         "max_executions": 20,
         "max_total_tokens": 100_000,
         "max_total_time": 600,
+    },
+    # The three common patterns of docs/tuning.md (the original design's ready configs).
+    "cost-limited-exploration": {
+        "max_total_tokens": 50_000,
+        "max_executions": 20,
+    },
+    "time-boxed-analysis": {
+        "max_total_time": 300,
+        "max_executions": 50,
+        "max_total_tokens": 500_000,
+    },
+    "safety-first-delegation": {
+        "max_depth": 2,
+        "max_executions": 5,
+        "max_total_tokens": 10_000,
+        "max_total_time": 60,
     },
 }
 DEFAULT_PRESET = "balanced"

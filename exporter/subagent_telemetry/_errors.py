@@ -25,7 +25,9 @@ def _fmt(value: float) -> str:
 
 
 class QuotaExceeded(Exception):  # noqa: N818 - the name is the seed API users already catch
-    """A quota refused or stopped an execution. ``resource``, ``used`` and ``limit`` say which."""
+    """A quota refused or stopped an execution. ``resource``, ``used`` and ``limit`` say which.
+
+    Each subclass's message starts with a heading of docs/tuning.md#troubleshooting (causes and fixes)."""
 
     resource: Resource = Resource.EXECUTIONS
     heading: str = "Quota exceeded"
@@ -45,7 +47,10 @@ class QuotaExceeded(Exception):  # noqa: N818 - the name is the seed API users a
 
 
 class ExecutionLimitReached(QuotaExceeded):
-    """The session already admitted ``max_executions`` executions."""
+    """The session already admitted ``max_executions`` executions.
+
+    Causes and fixes: docs/tuning.md#execution-limit-reached.
+    """
 
     resource = Resource.EXECUTIONS
     heading = "Execution limit reached"
@@ -53,7 +58,10 @@ class ExecutionLimitReached(QuotaExceeded):
 
 
 class TokenLimitExceeded(QuotaExceeded):
-    """The session's token total reached or passed ``max_total_tokens``."""
+    """The session's token total reached or passed ``max_total_tokens``.
+
+    Causes and fixes: docs/tuning.md#token-limit-exceeded.
+    """
 
     resource = Resource.TOKENS
     heading = "Token limit exceeded"
@@ -61,7 +69,10 @@ class TokenLimitExceeded(QuotaExceeded):
 
 
 class TimeLimitExceeded(QuotaExceeded):
-    """The session's wall-clock budget ``max_total_time`` is spent."""
+    """The session's wall-clock budget ``max_total_time`` is spent.
+
+    Causes and fixes: docs/tuning.md#time-limit-exceeded.
+    """
 
     resource = Resource.TIME_SECONDS
     heading = "Time limit exceeded"
@@ -75,7 +86,10 @@ class TimeLimitExceeded(QuotaExceeded):
 class CostLimitExceeded(QuotaExceeded):
     """The session's spend reached or passed ``max_total_cost``, or (``cost.unpriced: refuse``) a
     response of a model without a price was refused. ``used``/``limit`` are exact decimal amounts of
-    ``currency``; ``model`` names the unpriced model when that was the reason."""
+    ``currency``; ``model`` names the unpriced model when that was the reason.
+
+    Causes and fixes: docs/tuning.md#cost-limit-exceeded.
+    """
 
     resource = Resource.COST
     heading = "Cost limit exceeded"
@@ -104,7 +118,10 @@ class CostLimitExceeded(QuotaExceeded):
 
 
 class DepthLimitExceeded(QuotaExceeded):
-    """Opening this execution would nest deeper than ``max_depth``."""
+    """Opening this execution would nest deeper than ``max_depth``.
+
+    Causes and fixes: docs/tuning.md#depth-limit-exceeded.
+    """
 
     resource = Resource.DEPTH
     heading = "Depth limit exceeded"
@@ -116,7 +133,10 @@ class DepthLimitExceeded(QuotaExceeded):
 
 
 class TurnLimitExceeded(QuotaExceeded):
-    """The execution used all its turns (``default_max_turns`` or the per-call ``max_turns``)."""
+    """The execution used all its turns (``default_max_turns`` or the per-call ``max_turns``).
+
+    Causes and fixes: docs/tuning.md#turn-limit-reached.
+    """
 
     resource = Resource.TURNS
     heading = "Turn limit reached"
@@ -124,7 +144,10 @@ class TurnLimitExceeded(QuotaExceeded):
 
 
 class ConcurrencyLimitReached(QuotaExceeded):
-    """No concurrency slot became free within the admission timeout."""
+    """No concurrency slot became free within the admission timeout.
+
+    Causes and fixes: docs/tuning.md#concurrency-limit-reached.
+    """
 
     resource = Resource.CONCURRENCY
     heading = "Concurrency limit reached"

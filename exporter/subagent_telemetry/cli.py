@@ -240,6 +240,21 @@ def _cmd_top(args: argparse.Namespace) -> int:
     return run_top(options)
 
 
+def _cmd_tune(args: argparse.Namespace) -> int:
+    from .tools._tune import TuneOptions, run_tune  # noqa: PLC0415
+
+    options = TuneOptions(
+        url=args.url,
+        config=_load(args) if (args.config or args.preset) else None,
+        selector=args.selector,
+        window=args.window,
+        end_unix_seconds=args.end,
+        margin=args.margin,
+        token_budget=args.token_budget,
+    )
+    return run_tune(options)
+
+
 def _add_operator_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     fmt = argparse.ArgumentDefaultsHelpFormatter
     top = sub.add_parser(
@@ -260,6 +275,18 @@ def _add_operator_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParse
     top.add_argument("--timeout", type=float, default=2.0, help="seconds before a source counts as down")
     top.add_argument("--once", action="store_true", help="print one frame and exit (scripts, CI)")
     top.set_defaults(func=_cmd_top)
+
+    tune = sub.add_parser(
+        "tune", help="propose agent.subagent limits from what Prometheus observed", formatter_class=fmt
+    )
+    _add_config_args(tune)
+    tune.add_argument("url", help="Prometheus base URL")
+    tune.add_argument("--window", default="7d", help="how far back to look (Prometheus duration)")
+    tune.add_argument("--end", type=float, help="end of the window, Unix seconds (default: now)")
+    tune.add_argument("--selector", help='label matchers, e.g. job="my-agent" (default: alerts.selector)')
+    tune.add_argument("--margin", type=_ratio, default=0.25, help="safety margin added to observed use")
+    tune.add_argument("--token-budget", type=int, help="tokens you can spend per session (max_total_tokens)")
+    tune.set_defaults(func=_cmd_tune)
 
 
 def _ratio(text: str) -> float:

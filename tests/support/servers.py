@@ -278,8 +278,11 @@ def _start(
     return RunningServer(process=process, port=port, url=url)
 
 
-def start_prometheus(tmp_path: Path, config_yaml: str, extra_args: Sequence[str] = ()) -> RunningServer:
-    """Prometheus with `config_yaml`, lifecycle API on (POST /-/reload), ready on /-/ready."""
+def start_prometheus(
+    tmp_path: Path, config_yaml: str, extra_args: Sequence[str] = (), data_dir: Path | None = None
+) -> RunningServer:
+    """Prometheus with `config_yaml`, lifecycle API on (POST /-/reload), ready on /-/ready; its TSDB in
+    `data_dir` when given (e.g. blocks backfilled by promtool), else in a fresh folder."""
     binary = tool("prometheus")
     workdir = _workdir(tmp_path, "prometheus")
     config = workdir / "prometheus.yml"
@@ -289,7 +292,7 @@ def start_prometheus(tmp_path: Path, config_yaml: str, extra_args: Sequence[str]
     args = [
         binary,
         f"--config.file={config}",
-        f"--storage.tsdb.path={workdir / 'data'}",
+        f"--storage.tsdb.path={data_dir or workdir / 'data'}",
         f"--web.listen-address=127.0.0.1:{port}",
         "--web.enable-lifecycle",
         *extra_args,
