@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.resources
+import json
 import re
 from collections import defaultdict
 from pathlib import Path
@@ -574,3 +575,90 @@ class TestHumanize:
         """A template form expand does not know raises instead of producing a wrong expectation."""
         with pytest.raises(ValueError, match="unsupported template form"):
             expand("{{ $value | humanize1024 }}", {}, 1.0)
+
+
+#: Selector values that must reach every rendered file exactly as configured (after PromQL escapes).
+ADVERSARIAL_VALUES = (
+    'x"}) or vector(1) or up{job="y',
+    "a\\b\\\\c",
+    "key: value # not a comment",
+    "- item\n".strip(),
+    "|\n".strip() + " > & * ! % @ ` '",
+    "é 😀 \u00a0 \u200b \u202e \ufeff \uffff end",
+    "<< sel >> <% if %> {# x #}",
+)
+
+
+def _vector_selectors_in_every_output(config: Config) -> list[tuple[str, str, list[tuple[str, str, str]]]]:
+    """(file, metric, matchers) of every vector selector in every rendered file, each file parsed back."""
+    from subagent_telemetry.render import render_files
+
+    found = []
+    for path, text in render_files(config).items():
+        if path.suffix == ".json":
+            exprs = _json_exprs(json.loads(text))
+        else:
+            data = yaml.safe_load(text)
+            if path.parent == TESTS_DIR:
+                exprs = [s["series"] for t in data["tests"] for s in t["input_series"]]
+            else:
+                groups = data["spec"]["groups"] if "spec" in data else data["groups"]
+                exprs = [r["expr"] for g in groups for r in g["rules"]]
+        for expr in exprs:
+            grafana = expr.replace("$__rate_interval", "5m").replace("$__range", "1h")
+            found += [(str(path), name, matchers) for name, matchers in selectors(grafana)]
+    return found
+
+
+def _json_exprs(node: Any) -> list[str]:
+    """Every PromQL expression in a dashboard: targets' expr and query variables' query."""
+    if isinstance(node, dict):
+        own = [v for k, v in node.items() if k in ("expr", "query") and isinstance(v, str) and "{" in v]
+        own = [re.sub(r"^label_values\((.*), \w+\)$", r"\1", v) for v in own]
+        return own + [e for v in node.values() for e in _json_exprs(v)]
+    if isinstance(node, list):
+        return [e for v in node for e in _json_exprs(v)]
+    return []
+
+
+class TestAdversarialSelectors:
+    """Selector values reach rules, PrometheusRule, Mimir file, promtool tests and dashboards intact."""
+
+    def test_every_output_format_reads_back_the_configured_values(self) -> None:
+        """Parsed back from every rendered file, each selector carries exactly the configured values."""
+        wanted = [("job" if i == 0 else f"l{i}", value) for i, value in enumerate(ADVERSARIAL_VALUES)]
+        selector = ", ".join(Matcher(name=n, op="=", value=v).render() for n, v in wanted)
+        config = config_with(selector=selector + ', x!="y"')
+        assert [m.value for m in config.alerts.matchers] == [*ADVERSARIAL_VALUES, "y"]
+        found = _vector_selectors_in_every_output(config)
+        assert len({where for where, _, _ in found}) == len(render_rules(config)) + 2  # + 2 dashboards
+        for where, name, matchers in found:
+            if name.startswith("subagent_") or name == "up":
+                for label, value in wanted:
+                    assert (label, "Equal", value) in matchers, (where, name, matchers)
+
+    @settings(max_examples=10, deadline=None)
+    @given(st.text(min_size=1, max_size=12))
+    def test_any_accepted_value_reads_back_exactly(self, value: str) -> None:
+        """Any text either is refused at load or reaches every output format unchanged."""
+        selector = Matcher.model_construct(name="job", op="=", value=value).render()
+        disabled = {key: {"enabled": False} for key in ALERT_NAMES if key != "high_error_rate"}
+        try:
+            config = config_with(selector=selector, **disabled)
+        except ValueError:
+            return
+        for where, name, matchers in _vector_selectors_in_every_output(config):
+            if name.startswith("subagent_") or name == "up":
+                assert ("job", "Equal", value) in matchers, (where, name)
+
+    @pytest.mark.parametrize("value", ["$job", "${instance}", "[[job]]", "$__all"])
+    def test_grafana_variables_in_a_selector_value_are_refused(self, value: str) -> None:
+        """A value Grafana would replace in a dashboard query is refused at load."""
+        with pytest.raises(ValueError, match="Grafana would replace"):
+            config_with(selector=f'job="{value}"')
+
+    @pytest.mark.parametrize("key", ["runbook_base_url", "dashboard_url"])
+    def test_template_actions_in_annotation_urls_are_refused(self, key: str) -> None:
+        """A URL holding {{ }} would be expanded by Prometheus; it is refused at load."""
+        with pytest.raises(ValueError, match="expand as a template"):
+            config_with(**{key: "https://x.example/{{ $labels.job }}"})

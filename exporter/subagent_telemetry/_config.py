@@ -429,22 +429,29 @@ class Matcher(_Model):
 
     def render(self) -> str:
         """``name op "value"`` with the value escaped as a PromQL string (any character survives)."""
-        escaped = _UNSAFE_IN_STRING.sub(_escape_char, self.value)
+        escaped = "".join(
+            _escape_char(c) if c in _QUOTE_BACKSLASH or not c.isprintable() else c for c in self.value
+        )
         return f'{self.name}{self.op}"{escaped}"'
 
 
-#: Characters written as escapes inside a rendered PromQL string: quote, backslash, and everything
-#: that is not a plain printable character (controls, separators, format characters, surrogates).
-_UNSAFE_IN_STRING = re.compile('["\\\\\x00-\x1f\x7f-\xa0\u2028\u2029\ud800-\udfff\ufeff]')
+#: Quote and backslash, and every character that is not printable (controls, separators, format
+#: characters, unassigned code points, spaces other than " "), are written as escapes in a rendered
+#: PromQL string, so YAML, JSON and PromQL readers all see the same plain text around the value.
+_QUOTE_BACKSLASH = frozenset('"\\')
 _SHORT_ESCAPES = {'"': '\\"', "\\": "\\\\", "\n": "\\n", "\t": "\\t", "\r": "\\r"}
 #: PromQL (Go) string escapes: the single-character ones and \xHH, \uHHHH, \UHHHHHHHH, \OOO.
 _GO_ESCAPES = {"a": "\a", "b": "\b", "f": "\f", "n": "\n", "r": "\r", "t": "\t", "v": "\v"}
 _GO_ESCAPE_RE = re.compile(r"\\(x[0-9a-fA-F]{2}|u[0-9a-fA-F]{4}|U[0-9a-fA-F]{8}|[0-7]{3}|.)", re.DOTALL)
+#: What Grafana replaces in a query: ``$name``, ``${...}`` and ``[[name]]``.
+_GRAFANA_VARIABLE = re.compile(r"\$(\{|\w)|\[\[")
+#: What Prometheus expands in an annotation: Go template actions.
+_GO_TEMPLATE = re.compile(r"\{\{|\}\}")
 
 
-def _escape_char(match: re.Match[str]) -> str:
-    char = match.group()
-    return _SHORT_ESCAPES.get(char) or f"\\u{ord(char):04x}"
+def _escape_char(char: str) -> str:
+    code = ord(char)
+    return _SHORT_ESCAPES.get(char) or (f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}")
 
 
 def _unescape(value: str) -> str:
@@ -483,6 +490,12 @@ def parse_selector(text: str) -> tuple[Matcher, ...]:
             msg = (
                 f"the value of {match['name']} holds U+{ord(found.group()):04X}: control and line separator "
                 "characters are not allowed in label values"
+            )
+            raise ValueError(msg)
+        if grafana := _GRAFANA_VARIABLE.search(value):
+            msg = (
+                f"the value of {match['name']} holds {shown(grafana.group())}, which Grafana would replace "
+                "as a dashboard variable; remove it"
             )
             raise ValueError(msg)
         matchers.append(Matcher.model_validate({"name": match["name"], "op": match["op"], "value": value}))
@@ -617,6 +630,14 @@ class AlertsConfig(_Model):
         if duration_seconds(value) < 120:
             msg = f"{shown(value)} is too short: rate() needs two scrapes in the window; use 2m or more"
             raise PydanticCustomError("window", msg)
+        return value
+
+    @field_validator("runbook_base_url", "dashboard_url")
+    @classmethod
+    def _no_template(cls, value: str | None) -> str | None:
+        if value is not None and _GO_TEMPLATE.search(value):
+            msg = "holds {{ or }}, which Prometheus would expand as a template in the annotation; remove it"
+            raise PydanticCustomError("template", msg)
         return value
 
     @field_validator("job_label", "instance_label")

@@ -13,7 +13,7 @@ import yaml
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from subagent_telemetry._config import Config
+from subagent_telemetry._config import Config, Matcher
 from subagent_telemetry.render import write_files
 from subagent_telemetry.render.rules import (
     MIMIR_FILE,
@@ -23,6 +23,7 @@ from subagent_telemetry.render.rules import (
     render_rules,
 )
 from tests.support.servers import tool
+from tests.test_rules import ADVERSARIAL_VALUES
 
 pytestmark = pytest.mark.integration
 
@@ -54,6 +55,13 @@ CONFIGS: dict[str, dict[str, Any]] = {
     },
     "fleet": {},
     "fleet-custom": {**CUSTOM, "instance_label": "pod"},
+    # Quotes, backslashes, YAML and Jinja syntax, non-ASCII and invisible characters in label values.
+    "adversarial": {
+        "selector": ", ".join(
+            Matcher(name="job" if i == 0 else f"l{i}", op="=", value=value).render()
+            for i, value in enumerate(ADVERSARIAL_VALUES)
+        ),
+    },
 }
 #: Configs whose budget lives in a shared (Redis) store, so max_concurrency holds across the fleet.
 FLEET = {"fleet", "fleet-custom"}
