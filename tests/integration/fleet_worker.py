@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -78,12 +79,18 @@ def main() -> None:
     elif mode == "batch":
         from subagent_telemetry.fleet import push_on_exit
 
+        if spec.get("own_sigterm_exit") is not None:  # The program's own handler, installed first.
+            code = int(spec["own_sigterm_exit"])
+            signal.signal(signal.SIGTERM, lambda *_: os._exit(code))
         with push_on_exit(tel, spec["gateway"], spec["job"], spec["grouping_key"]):
             for _ in range(int(spec["executions"])):
                 with tel.execution("batch"):
                     pass
             if spec.get("fail"):
                 raise SystemExit(1)
+            if spec.get("wait_for_sigterm"):
+                print(json.dumps({"ready": True}), flush=True)
+                time.sleep(60)
         result = {"pushed": True}
     else:
         raise SystemExit(f"unknown mode {mode!r}")

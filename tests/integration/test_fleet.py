@@ -206,3 +206,93 @@ class TestPushgateway:
             assert sum(float(m["value"]) for m in executions) == 3  # The last run's own count.
         finally:
             gateway.stop()
+
+    def test_a_run_leaves_no_series_of_the_previous_run(self, tmp_path: Path) -> None:
+        """Run 2 without the agent label, an error or a quota limit leaves none of run 1's series."""
+        from subagent_telemetry.fleet import BatchPush
+
+        gateway = start_pushgateway(tmp_path)
+        try:
+            first = SubagentTelemetry(
+                Config.model_validate(
+                    {
+                        "agent": {"subagent": {"max_executions": 50}},
+                        "telemetry": {"log_executions": False, "agent_label": {"enabled": True}},
+                    }
+                ),
+                registry=CollectorRegistry(),
+            )
+            with first.execution("researcher"):
+                pass
+            with pytest.raises(RuntimeError), first.execution("researcher"):
+                raise RuntimeError
+            assert BatchPush(first, gateway.url, "nightly-eval").push()
+            second = SubagentTelemetry(
+                Config.model_validate({"telemetry": {"log_executions": False}}), registry=CollectorRegistry()
+            )
+            with second.execution("researcher"):
+                pass
+            assert BatchPush(second, gateway.url, "nightly-eval").push()
+
+            group = _gateway_group(gateway)
+            samples = [
+                m for family in group.values() if isinstance(family, dict) for m in family.get("metrics", [])
+            ]
+            assert [m["labels"] for m in samples if "agent" in m["labels"]] == []
+            assert "subagent_quota_limit" not in group
+            errors = group["subagent_errors_total"]["metrics"]
+            assert sum(float(m["value"]) for m in errors) == 0
+        finally:
+            gateway.stop()
+
+    def test_sigterm_pushes_the_run_as_failed_and_ends_the_process(self, tmp_path: Path) -> None:
+        """A batch run killed by SIGTERM pushes its numbers (no new last success) and dies of SIGTERM."""
+        gateway = start_pushgateway(tmp_path)
+        try:
+            sent = time.time()
+            assert _terminated_batch(gateway, executions=2) == -signal.SIGTERM
+            group = _gateway_group(gateway)
+            assert sent <= float(group["subagent_batch_last_run_timestamp_seconds"]["metrics"][0]["value"])
+            assert "subagent_batch_last_success_timestamp_seconds" not in group
+            executions = group["subagent_executions_total"]["metrics"]
+            assert sum(float(m["value"]) for m in executions) == 2
+        finally:
+            gateway.stop()
+
+    def test_sigterm_push_chains_the_programs_own_handler(self, tmp_path: Path) -> None:
+        """A SIGTERM handler the program installed still runs after the push."""
+        gateway = start_pushgateway(tmp_path)
+        try:
+            assert _terminated_batch(gateway, executions=1, own_sigterm_exit=7) == 7
+            group = _gateway_group(gateway)
+            assert "subagent_batch_last_run_timestamp_seconds" in group
+        finally:
+            gateway.stop()
+
+
+def _terminated_batch(gateway: RunningServer, **spec: Any) -> int:
+    """Run a batch worker until it is ready, send it SIGTERM, return its exit status."""
+    worker = _spawn(
+        {
+            "mode": "batch",
+            "config": {"telemetry": {"log_executions": False}},
+            "gateway": gateway.url,
+            "job": "nightly-eval",
+            "grouping_key": {},
+            "wait_for_sigterm": True,
+            **spec,
+        }
+    )
+    assert worker.stdout is not None
+    assert json.loads(worker.stdout.readline()) == {"ready": True}
+    worker.send_signal(signal.SIGTERM)
+    return worker.wait(timeout=30)
+
+
+def _gateway_group(gateway: RunningServer) -> dict[str, Any]:
+    """The one group on the gateway (its metric families by name)."""
+    with urllib.request.urlopen(f"{gateway.url}/api/v1/metrics", timeout=5) as response:
+        groups = json.load(response)["data"]
+    assert len(groups) == 1
+    group: dict[str, Any] = groups[0]
+    return group

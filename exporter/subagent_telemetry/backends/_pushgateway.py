@@ -1,27 +1,36 @@
 """Batch runs: push the run's metrics to a Prometheus Pushgateway when it ends.
 
 The grouping key is stable (``job`` plus the labels you configure; never a run id or a pid), and the
-push uses ``pushadd`` (POST): it replaces the metrics this run sends and keeps the others of the group,
-so ``subagent_batch_last_success_timestamp_seconds`` survives a failed run (which does not send it).
+push replaces the whole group (PUT), so no series of an earlier run lingers (an agent label or a quota
+limit this run does not have). A failed run carries the group's
+``subagent_batch_last_success_timestamp_seconds`` over (read back from the gateway first), so it
+survives; only when that read fails does the push fall back to ``pushadd`` (POST), which keeps it.
+``timeout_seconds`` bounds the whole push, reads included: at the deadline its sockets are shut down.
 Counters restart with every run; for counts cumulated across runs, export over OTLP instead.
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import math
+import os
 import re
+import signal
 import sys
 import threading
 import time
+import urllib.request
 from collections.abc import Callable, Iterator, Mapping
-from types import TracebackType
-from typing import TYPE_CHECKING
+from types import FrameType, TracebackType
+from typing import TYPE_CHECKING, Any
 
-from prometheus_client import CollectorRegistry, pushadd_to_gateway
+from prometheus_client import CollectorRegistry, push_to_gateway, pushadd_to_gateway
 from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from .. import _catalog as cat
+from ._push_http import PushDeadline, handler_within
 
 if TYPE_CHECKING:
     from .._telemetry import SubagentTelemetry
@@ -72,6 +81,9 @@ class BatchPush:
         if not job:
             msg = "job must not be empty"
             raise ValueError(msg)
+        if not 0 < timeout_seconds < math.inf:
+            msg = f"timeout_seconds must be a finite number of seconds above 0, not {timeout_seconds!r}"
+            raise ValueError(msg)
         self.gateway_url = gateway_url
         self.job = job
         self.grouping_key = key
@@ -88,28 +100,61 @@ class BatchPush:
         self._failed = True
 
     def push(self, success: bool | None = None) -> bool:
-        """Push now (once); ``False`` (logged, never raised) when the Pushgateway did not take it."""
+        """Push now (once); ``False`` (logged, never raised) when the Pushgateway did not take it.
+
+        Never takes longer than ``timeout_seconds`` in all.
+        """
         with self._lock:
             if self._pushed:
                 return True
             self._pushed = True
         ok = (not self._failed) if success is None else success
         ended = self._clock()
+        deadline = PushDeadline(self._timeout)
+        try:
+            return self._push(ok, ended, deadline)
+        finally:
+            deadline.cancel()
+
+    def _push(self, ok: bool, ended: float, deadline: PushDeadline) -> bool:
+        replace = True
+        last_success: float | None = ended if ok else None
+        if not ok:
+            try:
+                last_success = self._last_success(deadline)
+            except Exception as error:  # Cannot tell: keep the group's value by adding, not replacing.
+                _log.warning(
+                    "subagent_telemetry: cannot read %s back (%s); adding to it", self.gateway_url, error
+                )
+                replace = False
 
         def batch() -> Iterator[Metric]:
             yield _gauge(cat.BATCH_LAST_RUN, ended)
             yield _gauge(cat.BATCH_LAST_DURATION, max(ended - self._started, 0.0))
-            if ok:
-                yield _gauge(cat.BATCH_LAST_SUCCESS, ended)
+            if last_success is not None:
+                yield _gauge(cat.BATCH_LAST_SUCCESS, last_success)
 
         registry = CollectorRegistry(auto_describe=False)
         registry.register(_Union(self._tel.registry, batch))
+        send = push_to_gateway if replace else pushadd_to_gateway
         try:
-            pushadd_to_gateway(self.gateway_url, self.job, registry, self.grouping_key, timeout=self._timeout)
+            send(self.gateway_url, self.job, registry, self.grouping_key, handler=handler_within(deadline))
         except Exception as error:
             _log.warning("subagent_telemetry: push to %s failed: %s", self.gateway_url, error)
             return False
         return True
+
+    def _last_success(self, deadline: PushDeadline) -> float | None:
+        """The group's last-success time on the gateway now; ``None`` when it has none."""
+        base = self.gateway_url if "://" in self.gateway_url else f"http://{self.gateway_url}"
+        body = deadline.open(urllib.request.Request(base.rstrip("/") + "/api/v1/metrics"))
+        labels = {"job": self.job, **self.grouping_key}
+        for group in json.loads(body)["data"]:
+            if group.get("labels") == labels:
+                family: dict[str, Any] = group.get(cat.BATCH_LAST_SUCCESS.name) or {}
+                for sample in family.get("metrics", []):
+                    return float(sample["value"])
+        return None
 
     def __enter__(self) -> BatchPush:
         return self
@@ -134,7 +179,9 @@ def push_on_exit(
 ) -> BatchPush:
     """Push ``tel``'s metrics to ``gateway_url`` under ``job`` + ``grouping_key`` when the run ends.
 
-    Also registered at interpreter exit, so a run that never leaves a ``with`` block still pushes.
+    Also registered at interpreter exit, so a run that never leaves a ``with`` block still pushes, and
+    on SIGTERM (called from the main thread): the run is pushed as failed, then the handler the program
+    had installed runs, or, with none, the process ends by SIGTERM as it would have.
     """
     import atexit  # noqa: PLC0415 - only batch jobs register the hook
 
@@ -147,4 +194,25 @@ def push_on_exit(
 
     sys.excepthook = excepthook
     atexit.register(batch.push)
+    _push_on_sigterm(batch)
     return batch
+
+
+def _push_on_sigterm(batch: BatchPush) -> None:
+    if threading.current_thread() is not threading.main_thread():
+        _log.debug("subagent_telemetry: push_on_exit outside the main thread; no SIGTERM push")
+        return
+    previous = signal.getsignal(signal.SIGTERM)
+    if previous == signal.SIG_IGN:  # The program outlives SIGTERM: its exit pushes.
+        return
+
+    def on_sigterm(signum: int, frame: FrameType | None) -> None:
+        batch.mark_failed()
+        batch.push()
+        if callable(previous):
+            previous(signum, frame)
+            return
+        signal.signal(signum, signal.SIG_DFL)
+        os.kill(os.getpid(), signum)
+
+    signal.signal(signal.SIGTERM, on_sigterm)
