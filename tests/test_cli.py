@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import argparse
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from subagent_telemetry.cli import EXIT_CONFIG, EXIT_FAILED, EXIT_OK, main
+from subagent_telemetry.cli import EXIT_CONFIG, EXIT_FAILED, EXIT_OK, build_parser, main
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess[str]:
@@ -52,8 +53,123 @@ def test_demo_once_runs_a_batch_and_exits(capsys: pytest.CaptureFixture[str]) ->
         main(["demo", "--once", "5", "--no-serve", "--seed", "3", "--preset", "performance-optimized"]) == 0
     )
     out = capsys.readouterr().out
-    assert "started=" in out
-    assert "completed=" in out
+    assert "executions=" in out
+    assert "completions=" in out
+
+
+def test_demo_summary_counts_what_the_metrics_count() -> None:
+    """The summary's executions/completions/errors/refused equal the exported counters."""
+    import io
+
+    from prometheus_client import CollectorRegistry
+
+    from subagent_telemetry import Config, SubagentTelemetry
+    from subagent_telemetry.tools._demo import DemoOptions, run_demo
+
+    registry = CollectorRegistry()
+    tel = SubagentTelemetry(Config.preset("cost-optimized"), registry=registry)
+    out = io.StringIO()
+    stats = run_demo(tel, DemoOptions(seed=7, once=12, error_rate=0.3, time_scale=0.0, out=out))
+
+    def total(name: str) -> float:
+        return sum(
+            s.value for m in registry.collect() for s in m.samples if s.name == name and "le" not in s.labels
+        )
+
+    assert stats.executions == total("subagent_executions_total") > 0
+    assert stats.completions == total("subagent_completions_total")
+    assert stats.errors == total("subagent_errors_total")
+    # Refused executions never ran, so they are the executions without a duration observation.
+    assert stats.refused == total("subagent_executions_total") - total("subagent_duration_seconds_count") > 0
+    assert stats.executions == stats.completions + stats.errors
+    assert f"executions={stats.executions} completions={stats.completions}" in out.getvalue()
+
+
+def test_version_prints_the_package_version() -> None:
+    """--version answers with the installed distribution's version."""
+    from importlib.metadata import version
+
+    result = _cli("--version")
+    assert result.returncode == 0
+    assert result.stdout.strip() == f"subagent-telemetry {version('subagent-telemetry')}"
+
+
+def test_validate_takes_the_file_as_config_option_too(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`validate --config FILE` is the same as `validate FILE`, like every other subcommand."""
+    path = tmp_path / "agent.yaml"
+    path.write_text("agent: {subagent: {max_executions: 7}}\n")
+    assert main(["validate", "--config", str(path)]) == EXIT_OK
+    assert "max_executions=7" in capsys.readouterr().out
+
+
+def test_validate_without_a_file_is_a_clear_error() -> None:
+    """No file at all exits 2 and says how to give one."""
+    result = _cli("validate")
+    assert result.returncode == EXIT_CONFIG
+    assert "validate --config" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def _parsers() -> list[argparse.ArgumentParser]:
+    found = []
+    todo = [build_parser()]
+    while todo:
+        parser = todo.pop()
+        found.append(parser)
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                todo.extend(action.choices.values())
+    return found
+
+
+def test_every_help_shows_the_defaults() -> None:
+    """Every option with a default value says it in --help."""
+    for parser in _parsers():
+        text = parser.format_help()
+        for action in parser._actions:
+            if action.default in (None, False, argparse.SUPPRESS) or not action.option_strings:
+                continue
+            assert action.help is not None
+            helped = parser._get_formatter()._expand_help(action)  # what --help prints for it
+            assert "default" in helped, (parser.prog, action.option_strings)
+        assert "usage:" in text
+
+
+def test_render_writes_into_deploy_by_default(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`render` without --out writes deploy/ (the README's directory)."""
+    monkeypatch.chdir(tmp_path)
+    assert main(["render", "--format", "rules"]) == EXIT_OK
+    assert (tmp_path / "deploy" / "alerts" / "rules.yaml").is_file()
+
+
+def test_render_format_writes_only_that_format(tmp_path: Path) -> None:
+    """--format kubernetes writes the monitor and the dashboard ConfigMaps and nothing else."""
+    assert main(["render", "--format", "kubernetes", "--out", str(tmp_path)]) == EXIT_OK
+    written = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*") if p.is_file())
+    assert written == ["kubernetes/grafana-dashboards.yaml", "kubernetes/monitor.yaml"]
+
+
+def test_render_namespace_and_labels_override_the_config(tmp_path: Path) -> None:
+    """--namespace and --label reach the PrometheusRule and the monitor."""
+    import yaml
+
+    args = ["render", "--format", "prometheus-rule", "--format", "kubernetes", "--out", str(tmp_path)]
+    assert main([*args, "--namespace", "obs", "--label", "release=prom"]) == EXIT_OK
+    rule = yaml.safe_load((tmp_path / "alerts" / "prometheus-rule.yaml").read_text())
+    monitor = yaml.safe_load((tmp_path / "kubernetes" / "monitor.yaml").read_text())
+    for doc in (rule, monitor):
+        assert doc["metadata"]["namespace"] == "obs"
+        assert doc["metadata"]["labels"]["release"] == "prom"
+
+
+def test_render_refuses_a_bad_label_override_without_traceback(tmp_path: Path) -> None:
+    """An invalid label value is one error naming the key, like a bad config file."""
+    result = _cli("render", "--format", "kubernetes", "--out", str(tmp_path), "--label", "release=not valid!")
+    assert result.returncode == EXIT_CONFIG
+    assert "kubernetes.monitor.labels" in result.stderr or "prometheus_rule.labels" in result.stderr
+    assert "Traceback" not in result.stderr
 
 
 def test_demo_rejects_an_error_rate_above_one() -> None:

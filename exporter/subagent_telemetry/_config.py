@@ -34,7 +34,9 @@ from ._catalog import CATALOG
 from ._config_yaml import clip, parse_yaml, read_config_file, shown
 from ._errors import ConfigError
 
-_DURATION_RE = re.compile(r"^(0|([0-9]+(ms|s|m|h|d|w|y))+)$")
+_DURATION_RE = re.compile(
+    r"^(0|(?=[0-9])([0-9]+y)?([0-9]+w)?([0-9]+d)?([0-9]+h)?([0-9]+m)?([0-9]+s)?([0-9]+ms)?)$"
+)
 _LABEL_NAME_RE = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
 _MATCHER_RE = re.compile(
     r'\s*(?P<name>[a-zA-Z_][a-zA-Z0-9_]*)\s*(?P<op>=~|!~|!=|=)\s*"(?P<value>(?:[^"\\]|\\.)*)"\s*(?:,|$)'
@@ -580,10 +582,51 @@ class MetricsAbsentRule(AlertRule):
     for_: PromMinutes = Field("10m", alias="for", description="How long the metrics must be missing.")
 
 
+#: A Kubernetes object name or namespace (RFC 1123 DNS subdomain / label).
+_K8S_NAME = r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$"
+#: A label key: an optional DNS-subdomain prefix and a name of up to 63 characters.
+_K8S_LABEL_KEY_RE = re.compile(
+    r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$"
+)
+_K8S_LABEL_VALUE_RE = re.compile(r"^([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?$")
+
+
+def _check_k8s_labels(value: dict[str, str]) -> dict[str, str]:
+    for key, item in value.items():
+        if not _K8S_LABEL_KEY_RE.match(key) or len(key.rpartition("/")[0]) > 253:
+            msg = f"{key[:80]!r} is not a Kubernetes label key (e.g. release, app.kubernetes.io/name)"
+            raise PydanticCustomError("k8s_label", msg)
+        if not _K8S_LABEL_VALUE_RE.match(item):
+            msg = (
+                f"label {key}: {item[:80]!r} is not a Kubernetes label value "
+                "(at most 63 letters, digits, '-', '_' or '.', starting and ending alphanumeric)"
+            )
+            raise PydanticCustomError("k8s_label", msg)
+    return value
+
+
+#: Kubernetes labels (``metadata.labels``, ``matchLabels``), checked when the config loads.
+K8sLabels = Annotated[dict[str, str], AfterValidator(_check_k8s_labels)]
+
+
+def _check_k8s_name(value: str) -> str:
+    if len(value) > 253 or not re.match(_K8S_NAME, value):
+        msg = (
+            f"{value[:80]!r} is not a Kubernetes name: lower-case letters, digits, '-' and '.', "
+            "starting and ending alphanumeric (e.g. monitoring)"
+        )
+        raise PydanticCustomError("k8s_name", msg)
+    return value
+
+
+#: A Kubernetes object name or namespace.
+K8sName = Annotated[str, AfterValidator(_check_k8s_name)]
+
+
 class PrometheusRuleMeta(_Model):
-    name: str = Field("subagent-telemetry", description="metadata.name of the PrometheusRule.")
-    namespace: str = Field("monitoring", description="metadata.namespace of the PrometheusRule.")
-    labels: dict[str, str] = Field(
+    name: K8sName = Field("subagent-telemetry", description="metadata.name of the PrometheusRule.")
+    namespace: K8sName = Field("monitoring", description="metadata.namespace of the PrometheusRule.")
+    labels: K8sLabels = Field(
         default_factory=lambda: {"release": "kube-prometheus-stack"},
         description="metadata.labels (match your Prometheus's ruleSelector).",
     )
@@ -697,6 +740,79 @@ class DashboardsConfig(_Model):
     datasource_uid: str = Field(
         "prometheus", description="UID of the provisioned Prometheus datasource (the default choice)."
     )
+    folder_uid: str | None = Field(
+        None,
+        pattern=r"^[a-zA-Z0-9_-]{1,40}$",
+        description="Grafana folder UID for HTTP API imports (render --format grafana-api); null = General.",
+    )
+
+
+# --------------------------------------------------------------------------------------------------
+# kubernetes — what `render` writes for prometheus-operator / kube-prometheus-stack (docs/deploy.md)
+
+
+class MonitorConfig(_Model):
+    kind: Literal["PodMonitor", "ServiceMonitor"] = Field(
+        "PodMonitor", description="Scrape the agent's pods directly, or through a Service."
+    )
+    name: K8sName = Field("subagent-telemetry", description="metadata.name of the monitor.")
+    namespace: K8sName = Field("monitoring", description="metadata.namespace of the monitor.")
+    labels: K8sLabels = Field(
+        default_factory=lambda: {"release": "kube-prometheus-stack"},
+        description="metadata.labels (match your Prometheus's podMonitorSelector/serviceMonitorSelector).",
+    )
+    selector: K8sLabels = Field(
+        default_factory=lambda: {"app.kubernetes.io/name": "agent"},
+        description="matchLabels of the agent's pods (PodMonitor) or Service (ServiceMonitor).",
+    )
+    namespaces: tuple[K8sName, ...] = Field(
+        (), strict=False, description="Namespaces the agents run in; empty = the monitor's own namespace."
+    )
+    port: str = Field(
+        "metrics",
+        description="Name of the container (PodMonitor) or Service (ServiceMonitor) port serving /metrics.",
+    )
+    path: str = Field("/metrics", description="HTTP path of the metrics.")
+    interval: PromDuration = Field("30s", description="Scrape interval.")
+
+    @field_validator("port")
+    @classmethod
+    def _port_name(cls, value: str) -> str:
+        if not re.match(r"^[a-z0-9]([-a-z0-9]{0,13}[a-z0-9])?$", value) or not re.search("[a-z]", value):
+            msg = (
+                f"{value[:80]!r} is not a port name: at most 15 lower-case letters, digits and '-' "
+                "(e.g. metrics)"
+            )
+            raise PydanticCustomError("port_name", msg)
+        return value
+
+    @field_validator("path")
+    @classmethod
+    def _http_path(cls, value: str) -> str:
+        if not re.match(r"^/[!-~]*$", value):
+            msg = f"{value[:80]!r} is not an HTTP path: start with / and use printable ASCII (e.g. /metrics)"
+            raise PydanticCustomError("path", msg)
+        return value
+
+
+class DashboardConfigMapsConfig(_Model):
+    namespace: K8sName = Field("monitoring", description="Namespace of the ConfigMaps (Grafana's).")
+    labels: K8sLabels = Field(
+        default_factory=lambda: {"grafana_dashboard": "1"},
+        description="Labels Grafana's dashboard sidecar selects (kube-prometheus-stack: grafana_dashboard=1)",
+    )
+    folder: str | None = Field(
+        "Subagents",
+        max_length=200,
+        description="grafana_folder annotation (the sidecar's folderAnnotation); null = none.",
+    )
+
+
+class KubernetesConfig(_Model):
+    """The monitor and dashboard ConfigMaps; the PrometheusRule's metadata is ``alerts.prometheus_rule``."""
+
+    monitor: MonitorConfig = MonitorConfig()
+    dashboards: DashboardConfigMapsConfig = DashboardConfigMapsConfig()
 
 
 # --------------------------------------------------------------------------------------------------
@@ -711,6 +827,7 @@ class Config(_Model):
     cost: CostConfig = CostConfig()
     alerts: AlertsConfig = AlertsConfig()
     dashboards: DashboardsConfig = DashboardsConfig()
+    kubernetes: KubernetesConfig = KubernetesConfig()
 
     @property
     def subagent(self) -> SubagentConfig:
@@ -897,3 +1014,23 @@ def _find_node(node: yaml.Node | None, loc: tuple[str, ...]) -> yaml.Node | None
         else:
             return node
     return node
+
+
+def with_overrides(config: Config, updates: Mapping[str, Any], source: str = "command line") -> Config:
+    """``config`` with ``updates`` (a nested mapping of keys, as in the YAML) merged in and validated.
+
+    Command-line overrides go through the same validation and messages as the file they override.
+    """
+
+    def merge(base: dict[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
+        merged = dict(base)
+        for key, value in extra.items():
+            old = merged.get(key)
+            merged[key] = merge(old, value) if isinstance(old, dict) and isinstance(value, Mapping) else value
+        return merged
+
+    data = merge(config.model_dump(by_alias=True, exclude_unset=False), updates)
+    try:
+        return Config.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, None, source)) from None

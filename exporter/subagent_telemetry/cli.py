@@ -9,8 +9,9 @@ import sys
 from collections.abc import Sequence
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
-from ._config import DEFAULT_PRESET, PRESETS, Config, load_config
+from ._config import DEFAULT_PRESET, PRESETS, Config, load_config, with_overrides
 from ._errors import ConfigError, missing_extra
 
 EXIT_OK = 0
@@ -26,8 +27,10 @@ def _load(args: argparse.Namespace) -> Config:
 
 def _add_config_args(parser: argparse.ArgumentParser) -> None:
     group = parser.add_mutually_exclusive_group()
-    group.add_argument("--config", "-c", type=Path, help="YAML configuration file")
-    group.add_argument("--preset", choices=sorted(PRESETS), help=f"named preset (default {DEFAULT_PRESET})")
+    group.add_argument("--config", "-c", type=Path, help="YAML configuration file (default: the preset)")
+    group.add_argument(
+        "--preset", choices=sorted(PRESETS), default=None, help=f"named preset (default: {DEFAULT_PRESET})"
+    )
 
 
 def _limit(value: float | Decimal | None) -> str:
@@ -35,18 +38,23 @@ def _limit(value: float | Decimal | None) -> str:
 
 
 def _cmd_validate(args: argparse.Namespace) -> int:
-    config = load_config(args.config_file)
+    if args.config_file is not None and args.config is not None:
+        raise ConfigError("give the configuration file once: `validate FILE` or `validate --config FILE`")
+    path = args.config_file if args.config_file is not None else args.config
+    if path is None:
+        raise ConfigError("no configuration file: `subagent-telemetry validate --config agent.yaml`")
+    config = load_config(path)
     sub = config.subagent
     preset = f"preset={sub.preset}, " if sub.preset else ""
     print(
-        f"{args.config_file}: valid ({preset}max_depth={sub.max_depth}, "
+        f"{path}: valid ({preset}max_depth={sub.max_depth}, "
         f"default_max_turns={sub.default_max_turns}, max_executions={_limit(sub.max_executions)}, "
         f"max_total_tokens={_limit(sub.max_total_tokens)}, max_total_time={_limit(sub.max_total_time)}, "
         f"max_total_cost={_limit(sub.max_total_cost)}, max_concurrency={sub.max_concurrency})"
     )
     if not sub.budgets_set:
         print(
-            f"warning: {args.config_file} sets no execution, token, time or cost budget, so sessions are "
+            f"warning: {path} sets no execution, token, time or cost budget, so sessions are "
             "unlimited; set agent.subagent.max_executions, max_total_tokens, max_total_time or "
             "max_total_cost, or start from a preset with agent.subagent.preset: balanced",
             file=sys.stderr,
@@ -61,10 +69,20 @@ def _cmd_validate(args: argparse.Namespace) -> int:
 
 
 def _cmd_render(args: argparse.Namespace) -> int:
-    from .render import drifted_files, render_files, write_files  # noqa: PLC0415 - render-only deps
+    from .render import (  # noqa: PLC0415 - render-only deps
+        DEFAULT_FORMATS,
+        drifted_files,
+        render_files,
+        write_files,
+    )
 
+    config = _load(args)
+    if args.namespace is not None or args.label:
+        overrides = _render_overrides(config, args.namespace, dict(args.label or ()))
+        config = with_overrides(config, overrides, source="render --namespace/--label")
+    formats = tuple(dict.fromkeys(args.format)) if args.format else DEFAULT_FORMATS
     try:
-        files = render_files(_load(args))
+        files = render_files(config, formats)
     except ValueError as exc:  # a config the renderer cannot express; ConfigError is a ValueError too
         raise ConfigError(f"cannot render: {exc}") from None
     if args.out.exists() and not args.out.is_dir():
@@ -87,6 +105,22 @@ def _cmd_render(args: argparse.Namespace) -> int:
     for path in written:
         print(path)
     return EXIT_OK
+
+
+def _render_overrides(config: Config, namespace: str | None, labels: dict[str, str]) -> dict[str, Any]:
+    """``render --namespace/--label`` as config keys: every rendered Kubernetes object gets them."""
+
+    def meta(current: dict[str, str]) -> dict[str, Any]:
+        update: dict[str, Any] = {"labels": {**current, **labels}}
+        if namespace is not None:
+            update["namespace"] = namespace
+        return update
+
+    k8s = config.kubernetes
+    return {
+        "alerts": {"prometheus_rule": meta(config.alerts.prometheus_rule.labels)},
+        "kubernetes": {"monitor": meta(k8s.monitor.labels), "dashboards": meta(k8s.dashboards.labels)},
+    }
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
@@ -136,12 +170,16 @@ def _interrupt(signum: int, frame: object) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="subagent-telemetry", description="Quotas, metrics, alerts and dashboards for LLM subagents."
+        prog="subagent-telemetry",
+        description="Quotas, metrics, alerts and dashboards for LLM subagents.",
+        formatter_class=_HelpFormatter,
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    validate = sub.add_parser("validate", help="check a configuration file")
-    validate.add_argument("config_file", type=Path)
+    validate = sub.add_parser("validate", help="check a configuration file", formatter_class=_HelpFormatter)
+    validate.add_argument("config_file", type=Path, nargs="?", metavar="FILE", help="same as --config")
+    validate.add_argument("--config", "-c", type=Path, help="YAML configuration file")
     validate.add_argument(
         "--store",
         action="store_true",
@@ -149,28 +187,56 @@ def build_parser() -> argparse.ArgumentParser:
     )
     validate.set_defaults(func=_cmd_validate)
 
-    render = sub.add_parser("render", help="render alert rules and dashboards from the config")
+    from .render import FORMATS  # noqa: PLC0415 - the format names only; render loads on use
+
+    render = sub.add_parser(
+        "render",
+        help="render alert rules, dashboards and Kubernetes manifests from the config",
+        formatter_class=_HelpFormatter,
+        epilog="docs/deploy.md shows how to import each format into production.",
+    )
     _add_config_args(render)
-    render.add_argument("--out", type=Path, default=Path("out"), help="output directory (default: out)")
-    render.add_argument("--check", action="store_true", help="fail if committed files differ (CI)")
+    render.add_argument("--out", type=Path, default=Path("deploy"), help="output directory")
+    render.add_argument(
+        "--format",
+        action="append",
+        choices=FORMATS,
+        metavar="FORMAT",
+        help=f"write only this format (repeatable): {', '.join(FORMATS)} (default: all but grafana-api)",
+    )
+    render.add_argument(
+        "--namespace", help="namespace of every Kubernetes object (default: from the config: monitoring)"
+    )
+    render.add_argument(
+        "--label",
+        action="append",
+        type=_label,
+        metavar="KEY=VALUE",
+        help="extra label on every Kubernetes object, e.g. release=prom (repeatable)",
+    )
+    render.add_argument("--check", action="store_true", help="fail if the files under --out differ (CI)")
     render.set_defaults(func=_cmd_render)
 
-    demo = sub.add_parser("demo", help="run a simulated agent that serves /metrics")
-    _add_config_args(demo)
-    demo.add_argument("--port", type=int, help="/metrics port (default from the config: 9464)")
-    demo.add_argument("--listen-address", help="/metrics address (default from the config: 127.0.0.1)")
-    demo.add_argument("--seed", type=int, help="random seed for a reproducible workload")
-    demo.add_argument(
-        "--duration", type=float, help="stop after this many seconds (default: run until Ctrl-C)"
+    demo = sub.add_parser(
+        "demo", help="run a simulated agent that serves /metrics", formatter_class=_HelpFormatter
     )
+    _add_config_args(demo)
+    demo.add_argument("--port", type=int, help="/metrics port (default: from the config: 9464)")
+    demo.add_argument("--listen-address", help="/metrics address (default: from the config: 127.0.0.1)")
+    demo.add_argument("--seed", type=int, help="random seed for a reproducible workload (default: random)")
+    demo.add_argument("--duration", type=float, help="stop after this many seconds (default: until Ctrl-C)")
     demo.add_argument("--error-rate", type=_ratio, default=0.05, help="share of failing executions (0-1)")
     demo.add_argument("--rate", type=float, default=2.0, help="top-level executions started per second")
     demo.add_argument(
         "--session-seconds", type=float, default=120.0, help="a new budget every N s (and when spent)"
     )
-    demo.add_argument("--once", type=int, metavar="N", help="run N top-level executions, then exit")
+    demo.add_argument(
+        "--once", type=int, metavar="N", help="run N top-level executions, then exit (default: run on)"
+    )
     demo.add_argument("--no-serve", action="store_true", help="do not serve /metrics")
-    demo.add_argument("--otlp-endpoint", help="also push OTLP metrics and traces here (flushed before exit)")
+    demo.add_argument(
+        "--otlp-endpoint", help="also push OTLP metrics and traces here, flushed before exit (default: off)"
+    )
     demo.set_defaults(func=_cmd_demo)
     _add_stack_parser(sub)
     _add_operator_parsers(sub)
@@ -204,22 +270,26 @@ def _cmd_stack_up(args: argparse.Namespace) -> int:
 
 
 def _add_stack_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    stack = sub.add_parser("stack", help="the local stack without Docker (demo, Prometheus, Alertmanager)")
+    stack = sub.add_parser(
+        "stack",
+        help="the local stack without Docker (demo, Prometheus, Alertmanager)",
+        formatter_class=_HelpFormatter,
+    )
     actions = stack.add_subparsers(dest="stack_command", required=True)
     up = actions.add_parser(
-        "up", help="start the compose stack's demo, Prometheus and Alertmanager on 127.0.0.1; Ctrl-C stops"
+        "up",
+        help="start the compose stack's demo, Prometheus and Alertmanager on 127.0.0.1; Ctrl-C stops",
+        formatter_class=_HelpFormatter,
     )
     _add_config_args(up)
     for name, default in (("demo", 9464), ("prometheus", 9090), ("alertmanager", 9093), ("alert-log", 9095)):
-        up.add_argument(
-            f"--{name}-port", type=int, default=default, help=f"(default {default}; 0 or taken = a free one)"
-        )
+        up.add_argument(f"--{name}-port", type=int, default=default, help="0 or taken = a free one")
     up.add_argument("--error-rate", type=_ratio, default=0.05, help="demo: share of failing executions")
     up.add_argument("--rate", type=float, default=2.0, help="demo: top-level executions per second")
     up.add_argument("--session-seconds", type=float, default=120.0, help="demo: a new budget every N s")
-    up.add_argument("--seed", type=int, help="demo: random seed")
-    up.add_argument("--scrape-interval", help="override the compose config's (e.g. 1s)")
-    up.add_argument("--evaluation-interval", help="override the compose config's (e.g. 1s)")
+    up.add_argument("--seed", type=int, help="demo: random seed (default: random)")
+    up.add_argument("--scrape-interval", help="e.g. 1s (default: the compose config's)")
+    up.add_argument("--evaluation-interval", help="e.g. 1s (default: the compose config's)")
     up.add_argument("--compose-dir", type=Path, help="folder of docker-compose.yml (default: ./compose)")
     up.add_argument("--workdir", type=Path, help="keep logs and data here (default: a temporary folder)")
     up.set_defaults(func=_cmd_stack_up)
@@ -256,7 +326,7 @@ def _cmd_tune(args: argparse.Namespace) -> int:
 
 
 def _add_operator_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    fmt = argparse.ArgumentDefaultsHelpFormatter
+    fmt = _HelpFormatter
     top = sub.add_parser(
         "top",
         help="live terminal view of subagents from an agent's /metrics URL or a Prometheus URL (q quits)",
@@ -287,6 +357,33 @@ def _add_operator_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParse
     tune.add_argument("--margin", type=_ratio, default=0.25, help="safety margin added to observed use")
     tune.add_argument("--token-budget", type=int, help="tokens you can spend per session (max_total_tokens)")
     tune.set_defaults(func=_cmd_tune)
+
+
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows each option's default, except where the help already says it or there is none."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        if "(default" in text or action.default in (None, False) or action.default is argparse.SUPPRESS:
+            return text
+        return super()._get_help_string(action)
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version  # noqa: PLC0415
+
+    try:
+        return version("subagent-telemetry")
+    except PackageNotFoundError:  # pragma: no cover - running from a source tree without metadata
+        return "unknown"
+
+
+def _label(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        msg = f"{text!r} is not KEY=VALUE (e.g. release=kube-prometheus-stack)"
+        raise argparse.ArgumentTypeError(msg)
+    return key, value
 
 
 def _ratio(text: str) -> float:

@@ -8,13 +8,51 @@ from __future__ import annotations
 from pathlib import Path
 
 from .._config import Config
-from .dashboards import render_dashboards
-from .rules import render_rules
+from .dashboards import grafana_api_payloads, render_dashboards
+from .kubernetes import render_kubernetes
+from .rules import MIMIR_FILE, PROMETHEUS_RULE_FILE, RULES_FILE, TESTS_DIR, render_rules
+
+#: Every output format ``render`` knows, in the order ``--help`` lists them (docs/deploy.md).
+FORMATS: tuple[str, ...] = (
+    "rules",  # alerts/rules.yaml: Prometheus rule_files
+    "rule-tests",  # alerts/tests/*.yaml: promtool test rules
+    "prometheus-rule",  # alerts/prometheus-rule.yaml: prometheus-operator PrometheusRule
+    "mimir",  # alerts/mimir-rules.yaml: mimirtool rules load/sync
+    "dashboards",  # dashboards/*.json: Grafana UI import or file provisioning
+    "kubernetes",  # kubernetes/: PodMonitor/ServiceMonitor + dashboard ConfigMaps for the sidecar
+    "grafana-api",  # grafana-api/*.json: bodies for POST /api/dashboards/db
+)
+#: What ``render`` writes without ``--format`` (and what is committed for the default config).
+DEFAULT_FORMATS: tuple[str, ...] = FORMATS[:-1]
 
 
-def render_files(config: Config) -> dict[Path, str]:
-    """Every rendered file, keyed by its path relative to the output directory."""
-    return {**render_rules(config), **render_dashboards(config)}
+def render_files(config: Config, formats: tuple[str, ...] = DEFAULT_FORMATS) -> dict[Path, str]:
+    """The rendered files of ``formats``, keyed by path relative to the output directory."""
+    unknown = sorted(set(formats) - set(FORMATS))
+    if unknown:
+        msg = f"unknown format {', '.join(unknown)}; choose from {', '.join(FORMATS)}"
+        raise ValueError(msg)
+    files: dict[Path, str] = {}
+    rule_formats = {"rules", "rule-tests", "prometheus-rule", "mimir"} & set(formats)
+    if rule_formats:
+        for path, text in render_rules(config).items():
+            if _rule_format(path) in rule_formats:
+                files[path] = text
+    if {"dashboards", "kubernetes", "grafana-api"} & set(formats):
+        dashboards = render_dashboards(config)
+        if "dashboards" in formats:
+            files.update(dashboards)
+        if "kubernetes" in formats:
+            files.update(render_kubernetes(config, dashboards))
+        if "grafana-api" in formats:
+            files.update(grafana_api_payloads(config, dashboards))
+    return files
+
+
+def _rule_format(path: Path) -> str:
+    if path.parent == TESTS_DIR:
+        return "rule-tests"
+    return {RULES_FILE: "rules", PROMETHEUS_RULE_FILE: "prometheus-rule", MIMIR_FILE: "mimir"}[path]
 
 
 def write_files(files: dict[Path, str], out_dir: Path) -> list[Path]:
@@ -44,4 +82,4 @@ def drifted_files(files: dict[Path, str], out_dir: Path) -> list[Path]:
     return drifted
 
 
-__all__ = ["drifted_files", "render_files", "write_files"]
+__all__ = ["DEFAULT_FORMATS", "FORMATS", "drifted_files", "render_files", "write_files"]

@@ -45,10 +45,22 @@ class DemoOptions:
 
 @dataclass
 class DemoStats:
-    started: int = 0
+    """Counts in the metric vocabulary: ``executions == completions + errors`` (refusals are errors)."""
+
+    executions: int = 0
+    completions: int = 0
+    errors: int = 0
+    #: Errors that were refusals at admission (``subagent_quota_rejections_total`` counts these).
     refused: int = 0
-    failed: int = 0
-    completed: int = 0
+
+    def count(self, run: Execution, admitted: bool) -> None:
+        """Count one execution that has ended, by its recorded outcome."""
+        self.executions += 1
+        if run.status is not None:
+            self.completions += 1
+        else:
+            self.errors += 1
+            self.refused += not admitted
 
 
 class Demo:
@@ -59,15 +71,15 @@ class Demo:
         self.stats = DemoStats()
 
     async def _subagent(self, name: str, fanout: int) -> None:
+        run = self.tel.execution(name)
+        admitted = False
         try:
-            async with self.tel.execution(name) as run:
-                self.stats.started += 1
+            async with run:
+                admitted = True
                 await self._work(run, fanout)
-            self.stats.completed += 1
-        except QuotaExceeded:
-            self.stats.refused += 1
-        except (SimulatedError, SubagentInputError, TimeoutError):
-            self.stats.failed += 1
+        except (QuotaExceeded, SimulatedError, SubagentInputError, TimeoutError):
+            pass  # Recorded by the execution; counted below from its outcome.
+        self.stats.count(run, admitted)
 
     async def _work(self, run: Execution, fanout: int) -> None:
         opts, rng = self.options, self.rng
@@ -136,7 +148,7 @@ class Demo:
     def _summary(self) -> None:
         s, usage = self.stats, self.tel.tracker.get_usage()
         print(
-            f"started={s.started} completed={s.completed} failed={s.failed} refused={s.refused} "
+            f"executions={s.executions} completions={s.completions} errors={s.errors} (refused={s.refused}) "
             f"| session: executions={usage.executions} tokens={usage.total_tokens} "
             f"elapsed={usage.elapsed_seconds:.0f}s",
             file=self.options.out,
