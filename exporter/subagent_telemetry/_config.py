@@ -831,6 +831,7 @@ class Config(_Model):
 
     @property
     def subagent(self) -> SubagentConfig:
+        """The ``agent.subagent`` section: the quotas."""
         return self.agent.subagent
 
     @classmethod

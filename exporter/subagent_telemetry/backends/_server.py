@@ -227,6 +227,7 @@ class MetricsServer:
         self.url = f"{scheme}://{self.host}:{self.port}/metrics"
 
     def close(self) -> None:
+        """Stop listening and close the socket; idempotent."""
         self._server.shutdown()
         self._server.close_connections()
         self._server.server_close()

@@ -71,6 +71,7 @@ class QuotaLimits:
         )
 
     def limit_of(self, resource: Resource) -> float | None:
+        """The limit of a budgeted resource; ``None`` when it is unlimited."""
         if resource is Resource.EXECUTIONS:
             return self.max_executions
         if resource is Resource.TOKENS:
@@ -96,6 +97,7 @@ class QuotaUsage(NamedTuple):
     cost_nanos: int = 0
 
     def used_of(self, resource: Resource) -> float:
+        """How much of a budgeted resource this usage has spent."""
         if resource is Resource.EXECUTIONS:
             return self.executions
         if resource is Resource.TOKENS:
@@ -214,6 +216,7 @@ class InMemoryQuotaStore:
         self._started = clock()
 
     def reserve(self, limits: QuotaLimits) -> QuotaUsage:
+        """Count one execution unless a budget is spent (atomic); the usage after it."""
         max_time = limits.max_total_time
         elapsed = self._clock() - self._started if max_time is not None else 0.0
         with self._lock:
@@ -231,6 +234,7 @@ class InMemoryQuotaStore:
             return _usage(QuotaUsage, (executions + 1, self._tokens, elapsed, self._cost))
 
     def add_tokens(self, tokens: int, limits: QuotaLimits, cost_nanos: int = 0) -> QuotaUsage:
+        """Add tokens (and their cost) to the session's totals; the usage after it."""
         with self._lock:
             self._tokens += tokens
             self._cost += cost_nanos
@@ -239,10 +243,12 @@ class InMemoryQuotaStore:
             )
 
     def usage(self) -> QuotaUsage:
+        """The session's usage now."""
         with self._lock:
             return QuotaUsage(self._executions, self._tokens, self._clock() - self._started, self._cost)
 
     def reset(self) -> None:
+        """Start a new session: zero usage, the clock restarted."""
         with self._lock:
             self._executions = 0
             self._tokens = 0
@@ -305,6 +311,7 @@ class QuotaTracker:
 
     @property
     def store(self) -> QuotaStore:
+        """The store holding the session's usage (in memory or shared)."""
         return self._store
 
     def check_and_reserve(self) -> QuotaUsage:
@@ -353,10 +360,12 @@ class QuotaTracker:
         return reservation
 
     def release(self, reservation: Reservation) -> None:
+        """Give back a leasing store's fleet-wide slot (no-op for the in-memory store)."""
         assert self.leasing is not None
         self.leasing.release(reservation)
 
     async def release_async(self, reservation: Reservation) -> None:
+        """``release`` without blocking the event loop on the store."""
         assert self.leasing is not None
         await self.leasing.release_async(reservation)
 
@@ -395,13 +404,16 @@ class QuotaTracker:
         return usage
 
     def get_usage(self) -> QuotaUsage:
+        """The session's usage now."""
         return self._store.usage()
 
     def remaining_executions(self) -> int | None:
+        """Executions left in the session's budget; ``None`` when unlimited."""
         limit = self.limits.max_executions
         return None if limit is None else max(limit - self._store.usage().executions, 0)
 
     def remaining_tokens(self) -> int | None:
+        """Tokens left in the session's budget; ``None`` when unlimited."""
         limit = self.limits.max_total_tokens
         return None if limit is None else max(limit - self._store.usage().total_tokens, 0)
 
@@ -413,6 +425,7 @@ class QuotaTracker:
         return Decimal(max(limit - self._store.usage().cost_nanos, 0)).scaleb(-9)
 
     def remaining_time(self) -> float | None:
+        """Seconds left in the session's time budget; ``None`` when unlimited."""
         limit = self.limits.max_total_time
         return None if limit is None else max(limit - self._store.usage().elapsed_seconds, 0.0)
 
