@@ -4,7 +4,7 @@ PY     := $(VENV)/bin/python
 TOOLS  ?= $(CURDIR)/.tools
 export SUBAGENT_TELEMETRY_TOOLS := $(TOOLS)
 
-.PHONY: venv tools lint typecheck drift unit test demo bench render stack
+.PHONY: venv tools lint typecheck drift api-docs unit test demo bench render stack
 
 venv: $(VENV)/.installed
 
@@ -18,8 +18,8 @@ tools:
 	bash scripts/install-tools.sh $(TOOLS)
 
 lint: venv
-	$(VENV)/bin/ruff check exporter tests benchmarks
-	$(VENV)/bin/ruff format --check exporter tests benchmarks
+	$(VENV)/bin/ruff check exporter tests benchmarks scripts
+	$(VENV)/bin/ruff format --check exporter tests benchmarks scripts
 
 typecheck: venv
 	$(VENV)/bin/mypy
@@ -31,7 +31,11 @@ drift: venv
 render: venv
 	$(VENV)/bin/subagent-telemetry render --out .
 
-test: venv tools lint typecheck drift
+# The API reference (pdoc) of every public module; warnings are errors (scripts/api_docs.py).
+api-docs: venv
+	$(PY) scripts/api_docs.py build/api > /dev/null
+
+test: venv tools lint typecheck drift api-docs
 	$(PY) -m pytest
 
 demo: venv
