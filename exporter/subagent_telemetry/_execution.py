@@ -38,7 +38,7 @@ __all__ = ["CURRENT", "ErrorClassifier", "Execution", "SubagentMetrics", "classi
 _log = logging.getLogger("subagent_telemetry")
 
 #: Maps an exception that escaped an execution to its outcome; return None to use the default rules.
-ErrorClassifier = Callable[[BaseException], "ErrorType | Status | None"]
+ErrorClassifier = Callable[[BaseException], ErrorType | Status | None]
 
 
 class _Parent(enum.Enum):
