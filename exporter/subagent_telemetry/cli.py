@@ -325,6 +325,21 @@ def _cmd_tune(args: argparse.Namespace) -> int:
     return run_tune(options)
 
 
+def _cmd_report(args: argparse.Namespace) -> int:
+    from .tools._report import ReportOptions, run_report  # noqa: PLC0415 - matplotlib only here
+
+    options = ReportOptions(
+        url=args.url,
+        config=_load(args),
+        out=args.out,
+        window=args.window,
+        start_unix_seconds=args.start,
+        end_unix_seconds=args.end,
+        title=args.title,
+    )
+    return run_report(options)
+
+
 def _add_operator_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     fmt = _HelpFormatter
     top = sub.add_parser(
@@ -357,6 +372,18 @@ def _add_operator_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParse
     tune.add_argument("--margin", type=_ratio, default=0.25, help="safety margin added to observed use")
     tune.add_argument("--token-budget", type=int, help="tokens you can spend per session (max_total_tokens)")
     tune.set_defaults(func=_cmd_tune)
+
+    report = sub.add_parser(
+        "report", help="self-contained HTML report with PNG charts from Prometheus", formatter_class=fmt
+    )
+    _add_config_args(report)
+    report.add_argument("url", help="Prometheus base URL")
+    report.add_argument("--out", type=Path, default=Path("subagent-report"), help="output folder")
+    report.add_argument("--window", default="1h", help="length of the window (Prometheus duration)")
+    report.add_argument("--start", type=float, help="start, Unix seconds (a finished batch run)")
+    report.add_argument("--end", type=float, help="end, Unix seconds (default: now)")
+    report.add_argument("--title", default="Subagent report", help="report title")
+    report.set_defaults(func=_cmd_report)
 
 
 class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):

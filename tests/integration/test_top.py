@@ -13,12 +13,11 @@ from prometheus_client import CollectorRegistry
 
 from subagent_telemetry import Config, SubagentTelemetry
 from tests.support.browser import screenshot_dir, terminal_png
+from tests.support.demo import demo_scraped_by_prometheus
 from tests.support.servers import (
-    ManagedProcess,
     RunningServer,
     free_port,
     prom_query,
-    start_prometheus,
     wait_for,
 )
 from tests.support.terminal import TmuxSession
@@ -163,27 +162,9 @@ class TestOnce:
 
 @pytest.fixture(scope="module")
 def demo_and_prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, RunningServer]]:
-    """The real demo agent (a subprocess) scraped every second by a real Prometheus."""
-    tmp = tmp_path_factory.mktemp("top-prom")
-    port = free_port()
-    demo = ManagedProcess(
-        "demo",
-        [sys.executable, "-m", "subagent_telemetry.cli", "demo", "--port", str(port), "--seed", "7"],
-        workdir=tmp / "demo",
-    )
-    metrics_url = f"http://127.0.0.1:{port}/metrics"
-    demo.wait_ready(metrics_url)
-    config = (
-        "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n"
-        f"scrape_configs:\n  - job_name: demo\n    static_configs:\n      - targets: ['127.0.0.1:{port}']\n"
-    )
-    prometheus = start_prometheus(tmp, config)
-    wait_for(lambda: prom_query(prometheus.url, 'up{job="demo"} == 1'), timeout_seconds=30)
-    try:
-        yield metrics_url, prometheus
-    finally:
-        prometheus.stop()
-        demo.stop()
+    """The real demo agent (a subprocess) scraped every second by a real Prometheus with the rules."""
+    with demo_scraped_by_prometheus(tmp_path_factory.mktemp("top-prom")) as stack:
+        yield stack.metrics_url, stack.prometheus
 
 
 class TestPrometheusSource:
@@ -205,9 +186,18 @@ class TestPrometheusSource:
         assert before <= shown <= after
         for resource in ("executions", "tokens", "time_seconds"):
             _line(screen, rf"\s*{resource}\s+\d")
-        assert re.search(r"alerts: none firing|FIRING: Subagent", screen)
+        assert "alerts:" in screen
         if (shots := screenshot_dir()) is not None:
             terminal_png(screen, shots / "top-prometheus.png")
+
+    def test_firing_alerts_are_shown(self, demo_and_prometheus: tuple[str, RunningServer]) -> None:
+        """The rendered rules' alerts that Prometheus has firing appear by name (the demo refuses work)."""
+        _, prometheus = demo_and_prometheus
+        firing = 'ALERTS{alertname="SubagentQuotaRejections", alertstate="firing"}'
+        wait_for(lambda: prom_query(prometheus.url, firing), timeout_seconds=60)
+        with TmuxSession(_top(prometheus.url)) as term:
+            screen = term.wait_for_screen(lambda s: "FIRING:" in s and _whole(s))
+        assert "SubagentQuotaRejections" in _line(screen, r"FIRING:")
 
     def test_screen_from_the_demo_metrics_url(self, demo_and_prometheus: tuple[str, RunningServer]) -> None:
         """Against the demo's own /metrics: rates appear after two reads and every depth has a row."""

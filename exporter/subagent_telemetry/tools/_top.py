@@ -117,7 +117,7 @@ class Poller:
         return Poll(
             self._prom.readings(now),
             base=self._prom.readings(now - self._window),
-            alerts=self._prom.firing_alerts(ALERT_NAMES),
+            alerts=self._prom.firing_alerts(ALERT_NAMES.values()),
         )
 
     def start(self) -> None:
