@@ -1,0 +1,1 @@
+"""Integrations: one module per agent framework (docs/integrations.md)."""
