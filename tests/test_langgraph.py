@@ -50,7 +50,9 @@ class Model(GenericFakeChatModel):
 
 def model(tokens: tuple[int, int], replies: int = 5) -> Model:
     usage = {"input_tokens": tokens[0], "output_tokens": tokens[1], "total_tokens": sum(tokens)}
-    return Model(messages=iter([AIMessage(content=f"reply {n}", usage_metadata=usage) for n in range(replies)]))  # type: ignore[arg-type]
+    return Model(
+        messages=iter([AIMessage(content=f"reply {n}", usage_metadata=usage) for n in range(replies)])
+    )  # type: ignore[arg-type]
 
 
 def node(llm: Model) -> RunnableLambda[Any, Any]:
@@ -204,7 +206,9 @@ class TestTree:
 
 
 class TestOutcomes:
-    def test_graph_recursion_limit_is_incomplete(self, instrumented: Any, registry: CollectorRegistry) -> None:
+    def test_graph_recursion_limit_is_incomplete(
+        self, instrumented: Any, registry: CollectorRegistry
+    ) -> None:
         """A graph stopped by LangGraph's recursion limit ends ``incomplete``, not failed."""
         instrumented()
         llm = model(PLAN, replies=10)
@@ -250,7 +254,7 @@ class TestOutcomes:
     def test_depth_refusal_stops_the_subgraph_before_its_model(
         self, instrumented: Any, registry: CollectorRegistry
     ) -> None:
-        """Past ``max_depth`` the nested subgraph is refused once, its model never called, the graph raises."""
+        """Past ``max_depth`` the nested subgraph is refused once, before its model; the graph raises."""
         instrumented(make_config(max_depth=2))
         tree = Tree()
         with pytest.raises(DepthLimitExceeded):
@@ -298,7 +302,9 @@ class TestSpans:
 
 
 class TestInstrumentation:
-    def test_uninstrument_restores_the_framework(self, instrumented: Any, registry: CollectorRegistry) -> None:
+    def test_uninstrument_restores_the_framework(
+        self, instrumented: Any, registry: CollectorRegistry
+    ) -> None:
         """After ``uninstrument()`` graphs run as before and nothing is recorded."""
         instrumented()
         lg_integration.uninstrument()
@@ -332,7 +338,9 @@ class TestInstrumentation:
         run(Tree().graph, "invoke")
         assert at_depth(registry, 1).executions == 1
 
-    def test_explicit_handler_records_one_run(self, telemetry_factory: Factory, registry: CollectorRegistry) -> None:
+    def test_explicit_handler_records_one_run(
+        self, telemetry_factory: Factory, registry: CollectorRegistry
+    ) -> None:
         """``callback_handler(tel)`` in a run's config records that run without instrumenting."""
         tel = telemetry_factory()
         run(Tree().graph, "invoke", config={"callbacks": [lg_integration.callback_handler(tel)]})

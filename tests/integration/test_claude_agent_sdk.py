@@ -29,7 +29,12 @@ Factory = Callable[..., SubagentTelemetry]
 
 TREE = {
     "coordinator": [
-        Reply("Delegating.", tools=[delegate("a", "read the docs"), delegate("b", "read the code")], input_tokens=100, output_tokens=20),
+        Reply(
+            "Delegating.",
+            tools=[delegate("a", "read the docs"), delegate("b", "read the code")],
+            input_tokens=100,
+            output_tokens=20,
+        ),
         Reply("Summary.", input_tokens=200, output_tokens=30),
     ],
     "a": [
@@ -41,7 +46,12 @@ TREE = {
 }
 CHAIN = {  # coordinator -> a -> c, each waiting for its subagent's report
     "coordinator": [
-        Reply("Delegating.", tools=[delegate("a", "read the docs", background=False)], input_tokens=100, output_tokens=20),
+        Reply(
+            "Delegating.",
+            tools=[delegate("a", "read the docs", background=False)],
+            input_tokens=100,
+            output_tokens=20,
+        ),
         Reply("Summary.", input_tokens=200, output_tokens=30),
     ],
     "a": TREE["a"],
@@ -70,8 +80,17 @@ def options(fake: FakeAnthropic, home: Path, **overrides: Any) -> ClaudeAgentOpt
     return ClaudeAgentOptions(env=fake.env(str(home)), cwd=str(home), **settings)
 
 
-async def drain(tel: SubagentTelemetry, fake: FakeAnthropic, home: Path, prompt: str = "[agent:coordinator] research", **overrides: Any) -> list[Any]:
-    return [m async for m in claude_integration.query(tel, prompt=prompt, options=options(fake, home, **overrides))]
+async def drain(
+    tel: SubagentTelemetry,
+    fake: FakeAnthropic,
+    home: Path,
+    prompt: str = "[agent:coordinator] research",
+    **overrides: Any,
+) -> list[Any]:
+    return [
+        m
+        async for m in claude_integration.query(tel, prompt=prompt, options=options(fake, home, **overrides))
+    ]
 
 
 def run(coro: Any) -> Any:
@@ -110,7 +129,9 @@ class TestTree:
         assert at_depth(registry, 2).turns == fake.responses("a", "b") == 3
         assert at_depth(registry, 3).turns == 0
 
-    def test_spans_nest_like_the_executions(self, api: Any, tmp_path: Path, telemetry_factory: Factory) -> None:
+    def test_spans_nest_like_the_executions(
+        self, api: Any, tmp_path: Path, telemetry_factory: Factory
+    ) -> None:
         """Each subagent's span is a child of its caller's span, in one trace."""
         from opentelemetry.sdk.trace import TracerProvider
         from opentelemetry.sdk.trace.export import SimpleSpanProcessor
@@ -134,7 +155,9 @@ class TestOutcomes:
         self, api: Any, tmp_path: Path, telemetry_factory: Factory, registry: CollectorRegistry
     ) -> None:
         """A session stopped by the SDK's ``max_turns`` (result ``error_max_turns``) is incomplete."""
-        script = {"coordinator": [Reply("Looking.", tools=[ToolCall("Read", {"file_path": str(tmp_path / "x")})])]}
+        script = {
+            "coordinator": [Reply("Looking.", tools=[ToolCall("Read", {"file_path": str(tmp_path / "x")})])]
+        }
         with pytest.raises(ResultError) as raised:
             run(drain(telemetry_factory(), api(script), tmp_path, max_turns=1))
         assert raised.value.subtype == "error_max_turns"
@@ -188,7 +211,9 @@ class TestRefusals:
     ) -> None:
         """Once the session's tokens are spent the next subagent is denied before it calls the model."""
         fake = api(CHAIN)
-        spent_before_c = CHAIN["coordinator"][0].tokens + CHAIN["a"][0].input_tokens + 1  # As the CLI reports a.
+        spent_before_c = (
+            CHAIN["coordinator"][0].tokens + CHAIN["a"][0].input_tokens + 1
+        )  # As the CLI reports a.
         tel = telemetry_factory(make_config(max_total_tokens=spent_before_c))
         with pytest.raises(TokenLimitExceeded):
             run(drain(tel, fake, tmp_path))
@@ -213,7 +238,9 @@ class TestInstrument:
         try:
 
             async def go() -> None:
-                async for _ in claude_agent_sdk.query(prompt="[agent:coordinator] go", options=options(fake, tmp_path)):
+                async for _ in claude_agent_sdk.query(
+                    prompt="[agent:coordinator] go", options=options(fake, tmp_path)
+                ):
                     pass
 
             run(go())
@@ -253,7 +280,12 @@ class TestInstrument:
         claude_integration.uninstrument()
 
         async def go() -> list[Any]:
-            return [m async for m in claude_agent_sdk.query(prompt="[agent:coordinator] go", options=options(fake, tmp_path))]
+            return [
+                m
+                async for m in claude_agent_sdk.query(
+                    prompt="[agent:coordinator] go", options=options(fake, tmp_path)
+                )
+            ]
 
         messages = run(go())
         assert isinstance(messages[-1], ResultMessage)

@@ -55,5 +55,6 @@ def rejections(registry: CollectorRegistry, resource: str | None = None) -> floa
 def invariant_holds(registry: CollectorRegistry, max_depth: int = 6) -> bool:
     """``executions == completions + errors`` at every depth."""
     return all(
-        (d := at_depth(registry, depth)).executions == d.completions + d.errors for depth in range(1, max_depth + 1)
+        (d := at_depth(registry, depth)).executions == d.completions + d.errors
+        for depth in range(1, max_depth + 1)
     )

@@ -49,12 +49,18 @@ class Reply:
         return self.input_tokens + self.output_tokens
 
 
-def delegate(agent: str, task: str, *, background: bool | None = None, subagent_type: str = "general-purpose") -> ToolCall:
+def delegate(
+    agent: str, task: str, *, background: bool | None = None, subagent_type: str = "general-purpose"
+) -> ToolCall:
     """An ``Agent`` tool call that launches subagent ``agent`` (its prompt carries the marker).
 
     The CLI runs subagents in the background unless ``background=False`` (the caller then waits).
     """
-    arguments: dict[str, Any] = {"description": f"{agent} task", "prompt": f"[agent:{agent}] {task}", "subagent_type": subagent_type}
+    arguments: dict[str, Any] = {
+        "description": f"{agent} task",
+        "prompt": f"[agent:{agent}] {task}",
+        "subagent_type": subagent_type,
+    }
     if background is not None:
         arguments["run_in_background"] = background
     return ToolCall("Agent", arguments)
@@ -184,9 +190,7 @@ def _first_text(messages: Sequence[Mapping[str, Any]]) -> str:
         content = message.get("content")
         if isinstance(content, str):
             return content
-        return " ".join(
-            str(block.get("text", "")) for block in content or () if block.get("type") == "text"
-        )
+        return " ".join(str(block.get("text", "")) for block in content or () if block.get("type") == "text")
     return ""
 
 
@@ -205,7 +209,12 @@ def _blocks(reply: Reply, message_id: str) -> list[dict[str, Any]]:
         blocks.append({"type": "text", "text": reply.text})
     for index, call in enumerate(reply.tools):
         blocks.append(
-            {"type": "tool_use", "id": call.id or _tool_id(message_id, index), "name": call.name, "input": dict(call.input)}
+            {
+                "type": "tool_use",
+                "id": call.id or _tool_id(message_id, index),
+                "name": call.name,
+                "input": dict(call.input),
+            }
         )
     return blocks
 
@@ -235,7 +244,9 @@ def _events(reply: Reply, message_id: str, model: str) -> list[tuple[str, dict[s
         # As the real API: the input count up front, the output count only in message_delta.
         "usage": {"input_tokens": reply.input_tokens, "output_tokens": 1},
     }
-    events: list[tuple[str, dict[str, Any]]] = [("message_start", {"type": "message_start", "message": start})]
+    events: list[tuple[str, dict[str, Any]]] = [
+        ("message_start", {"type": "message_start", "message": start})
+    ]
     for index, block in enumerate(_blocks(reply, message_id)):
         if block["type"] == "text":
             opening = {"type": "text", "text": ""}
@@ -244,7 +255,10 @@ def _events(reply: Reply, message_id: str, model: str) -> list[tuple[str, dict[s
             opening = {"type": "tool_use", "id": block["id"], "name": block["name"], "input": {}}
             delta = {"type": "input_json_delta", "partial_json": json.dumps(block["input"])}
         events += [
-            ("content_block_start", {"type": "content_block_start", "index": index, "content_block": opening}),
+            (
+                "content_block_start",
+                {"type": "content_block_start", "index": index, "content_block": opening},
+            ),
             ("content_block_delta", {"type": "content_block_delta", "index": index, "delta": delta}),
             ("content_block_stop", {"type": "content_block_stop", "index": index}),
         ]

@@ -30,8 +30,8 @@ import dataclasses
 import logging
 import sys
 import weakref
-from collections.abc import AsyncIterable, AsyncIterator, Callable
-from typing import TYPE_CHECKING, Any
+from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Callable
+from typing import TYPE_CHECKING, Any, cast
 
 try:
     import claude_agent_sdk as _sdk
@@ -154,7 +154,9 @@ class _Session:
             tool_input = data.get("tool_input") or {}
             name = str(tool_input.get("subagent_type") or "general-purpose")
             model = tool_input.get("model")
-            result = await self.tel.try_astart(name, parent=parent, model=model if isinstance(model, str) else None)
+            result = await self.tel.try_astart(
+                name, parent=parent, model=model if isinstance(model, str) else None
+            )
         except Exception:
             _log.warning("subagent_telemetry: could not admit a Claude subagent; allowed", exc_info=True)
             return {}
@@ -189,7 +191,9 @@ class _Session:
             tool_use_id = self.tool_use_of_task.get(agent_id)
         agent = self.agents.get(tool_use_id) if tool_use_id is not None else None
         if agent is None:
-            _log.warning("subagent_telemetry: Claude subagent %s not seen; nested under the session", agent_id)
+            _log.warning(
+                "subagent_telemetry: Claude subagent %s not seen; nested under the session", agent_id
+            )
             return self.handle, False
         return agent.handle, agent.forwarded
 
@@ -233,7 +237,9 @@ class _Session:
         usage = message.usage or {}
         message_id = message.message_id or message.uuid or ""
         try:
-            self._charge(handle, message_id, _input_tokens(usage), _int(usage.get("output_tokens")), message.model)
+            self._charge(
+                handle, message_id, _input_tokens(usage), _int(usage.get("output_tokens")), message.model
+            )
         finally:
             calls = [b.id for b in message.content if isinstance(b, ToolUseBlock) and b.name in AGENT_TOOLS]
             if self.partial and message.parent_tool_use_id is None:
@@ -264,20 +270,24 @@ class _Session:
                     model if isinstance(model, str) else None,
                 )
         elif kind == "message_delta":
-            message_id = self._streaming.get(message.parent_tool_use_id)
-            charged = self._charged.get(message_id) if message_id is not None else None
+            streaming = self._streaming.get(message.parent_tool_use_id)
+            charged = self._charged.get(streaming) if streaming is not None else None
             usage = event.get("usage") or {}
-            if charged is not None and message_id is not None:
+            if charged is not None and streaming is not None:
                 handle, charged_input, charged_output = charged
                 # message_delta counts are cumulative for the message: charge what is new.
-                input_total = max(_input_tokens(usage), charged_input) if "input_tokens" in usage else charged_input
+                input_total = (
+                    max(_input_tokens(usage), charged_input) if "input_tokens" in usage else charged_input
+                )
                 output_total = max(_int(usage.get("output_tokens")), charged_output)
-                self._charge(handle, message_id, input_total, output_total, None)
+                self._charge(handle, streaming, input_total, output_total, None)
         elif kind == "message_stop" and message.parent_tool_use_id is None:
             calls, self._calls_streaming = self._calls_streaming, []
             self._mark_seen(calls)
 
-    def _charge(self, handle: SubagentMetrics, message_id: str, input: int, output: int, model: str | None) -> None:
+    def _charge(
+        self, handle: SubagentMetrics, message_id: str, input: int, output: int, model: str | None
+    ) -> None:
         """Record a message's usage: one turn the first time its id is seen, then only the increase."""
         charged = self._charged.get(message_id)
         try:
@@ -388,7 +398,7 @@ def _input_tokens(usage: dict[str, Any]) -> int:
     )
 
 
-async def _observed(session: _Session, messages: AsyncIterator[Any]) -> AsyncIterator[Any]:
+async def _observed(session: _Session, messages: AsyncIterator[Any]) -> AsyncGenerator[Any, None]:
     """``messages`` passed through ``session``; the session ends with the stream."""
     exc: BaseException | None = None
     try:
@@ -411,13 +421,14 @@ async def query(
     options: ClaudeAgentOptions | None = None,
     transport: Transport | None = None,
     name: str = "claude",
-) -> AsyncIterator[Any]:
+) -> AsyncGenerator[Any, None]:
     """``claude_agent_sdk.query()`` recorded as one session (and its subagents) on ``tel``."""
     session = _Session(tel, name)
     await session.admit(tel.current())
     messages = _original_query(prompt=prompt, options=session.options(options), transport=transport)
-    async for message in _observed(session, messages):
-        yield message
+    async with contextlib.aclosing(_observed(session, messages)) as observed:
+        async for message in observed:
+            yield message
 
 
 # -- instrument(): query() and ClaudeSDKClient for the whole process ---------------------------------
@@ -434,7 +445,9 @@ def instrument(tel: SubagentTelemetry, *, name: str = "claude") -> None:
     ``instrument()`` first, or use this module's ``query(tel, ...)``.
     """
     if _patches:
-        _log.warning("subagent_telemetry: the Claude Agent SDK is already instrumented; call uninstrument() first")
+        _log.warning(
+            "subagent_telemetry: the Claude Agent SDK is already instrumented; call uninstrument() first"
+        )
         return
 
     async def instrumented_query(
@@ -443,8 +456,10 @@ def instrument(tel: SubagentTelemetry, *, name: str = "claude") -> None:
         options: ClaudeAgentOptions | None = None,
         transport: Transport | None = None,
     ) -> AsyncIterator[Any]:
-        async for message in query(tel, prompt=prompt, options=options, transport=transport, name=name):
-            yield message
+        recorded = query(tel, prompt=prompt, options=options, transport=transport, name=name)
+        async with contextlib.aclosing(recorded):
+            async for message in recorded:
+                yield message
 
     connect = ClaudeSDKClient.connect
     receive_messages = ClaudeSDKClient.receive_messages
@@ -468,10 +483,12 @@ def instrument(tel: SubagentTelemetry, *, name: str = "claude") -> None:
 
     async def instrumented_receive_messages(self: ClaudeSDKClient) -> AsyncIterator[Any]:
         session = _client_sessions.get(self)
-        async for message in receive_messages(self):
-            if session is not None:
-                session.observe(message)
-            yield message
+        stream = cast("AsyncGenerator[Any, None]", receive_messages(self))
+        async with contextlib.aclosing(stream) as messages:
+            async for message in messages:
+                if session is not None:
+                    session.observe(message)
+                yield message
 
     async def instrumented_disconnect(self: ClaudeSDKClient) -> None:
         session = _client_sessions.pop(self, None)
@@ -498,7 +515,13 @@ def instrument(tel: SubagentTelemetry, *, name: str = "claude") -> None:
         (ClaudeSDKClient, "__aexit__", instrumented_aexit),
     ]
     for owner, attribute, replacement in replacements:
-        _patches.append((owner, attribute, owner.__dict__[attribute] if isinstance(owner, type) else getattr(owner, attribute)))
+        _patches.append(
+            (
+                owner,
+                attribute,
+                owner.__dict__[attribute] if isinstance(owner, type) else getattr(owner, attribute),
+            )
+        )
         setattr(owner, attribute, replacement)
 
 

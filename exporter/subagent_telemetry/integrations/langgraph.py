@@ -64,7 +64,18 @@ _STEP_TAG = "graph:step:"
 class _Run:
     """One LangChain run we have seen start: a graph, a node, a model call or a tool."""
 
-    __slots__ = ("admitted", "graph", "handle", "lock", "model", "name", "outer", "owner", "provider", "refusal")
+    __slots__ = (
+        "admitted",
+        "graph",
+        "handle",
+        "lock",
+        "model",
+        "name",
+        "outer",
+        "owner",
+        "provider",
+        "refusal",
+    )
 
     def __init__(self, name: str, owner: _Run | None, outer: Execution | None) -> None:
         self.name = name
@@ -200,7 +211,11 @@ class SubagentCallbackHandler(BaseCallbackHandler):
         self._model_start(run_id, parent_run_id, tags, metadata)
 
     def _model_start(
-        self, run_id: UUID, parent_run_id: UUID | None, tags: list[str] | None, metadata: dict[str, Any] | None
+        self,
+        run_id: UUID,
+        parent_run_id: UUID | None,
+        tags: list[str] | None,
+        metadata: dict[str, Any] | None,
     ) -> None:
         run = self._start(run_id, parent_run_id, tags, "model")
         handle = run.owner.handle if run.owner is not None else None
@@ -273,7 +288,9 @@ def _usage(response: LLMResult) -> tuple[int, int] | None:
     return None
 
 
-def callback_handler(tel: SubagentTelemetry, *, subgraphs: Collection[str] | None = None) -> SubagentCallbackHandler:
+def callback_handler(
+    tel: SubagentTelemetry, *, subgraphs: Collection[str] | None = None
+) -> SubagentCallbackHandler:
     """A handler for one run's ``config={"callbacks": [...]}`` (do not combine with ``instrument``)."""
     return SubagentCallbackHandler(tel, subgraphs=subgraphs)
 
