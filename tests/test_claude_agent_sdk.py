@@ -17,6 +17,7 @@ from typing import Any
 import claude_agent_sdk
 import pytest
 from claude_agent_sdk import ClaudeAgentOptions, ClaudeSDKClient, HookMatcher
+from claude_agent_sdk import query as sdk_query
 from prometheus_client import CollectorRegistry
 
 from subagent_telemetry import DepthLimitExceeded, SubagentTelemetry, TokenLimitExceeded
@@ -383,16 +384,51 @@ class TestInstrumentation:
 
     def test_instrument_replaces_and_uninstrument_restores(self, telemetry_factory: Factory) -> None:
         """Every attribute instrument() replaces is the original again after uninstrument()."""
+        from claude_agent_sdk._internal.client import InternalClient
+
         names = ("connect", "receive_messages", "disconnect", "__aexit__")
-        before = [claude_agent_sdk.query, *(ClaudeSDKClient.__dict__[name] for name in names)]
+        before = [InternalClient.__dict__["process_query"], *(ClaudeSDKClient.__dict__[n] for n in names)]
         claude_integration.instrument(telemetry_factory())
         try:
-            assert claude_agent_sdk.query is not before[0]
-            assert sys.modules["claude_agent_sdk.query"].query is claude_agent_sdk.query
+            assert InternalClient.__dict__["process_query"] is not before[0]
+            assert claude_agent_sdk.query is sdk_query  # The public function itself is untouched.
         finally:
             claude_integration.uninstrument()
-        assert [claude_agent_sdk.query, *(ClaudeSDKClient.__dict__[name] for name in names)] == before
-        assert sys.modules["claude_agent_sdk.query"].query is before[0]
+        assert [
+            InternalClient.__dict__["process_query"],
+            *(ClaudeSDKClient.__dict__[n] for n in names),
+        ] == before
+
+    def test_query_imported_before_instrument_is_recorded(
+        self, telemetry_factory: Factory, registry: CollectorRegistry
+    ) -> None:
+        """``from claude_agent_sdk import query`` done at import time is recorded after instrument()."""
+        claude_integration.instrument(telemetry_factory())
+        try:
+
+            async def go() -> None:
+                async for _ in sdk_query(
+                    prompt="go", transport=ScriptedTransport([assistant("m1"), result()])
+                ):
+                    pass
+
+            asyncio.run(go())
+        finally:
+            claude_integration.uninstrument()
+        assert at_depth(registry, 1).completions == 1
+
+    def test_explicit_query_while_instrumented_is_one_session(
+        self, telemetry_factory: Factory, registry: CollectorRegistry
+    ) -> None:
+        """``query(tel, ...)`` under ``instrument()`` records its session once, not twice."""
+        tel = telemetry_factory()
+        claude_integration.instrument(tel)
+        try:
+            play(tel, [assistant("m1"), result()])
+        finally:
+            claude_integration.uninstrument()
+        assert at_depth(registry, 1).executions == 1
+        assert at_depth(registry, 2).executions == 0
 
     def test_instrumented_query_records_a_session(
         self, telemetry_factory: Factory, registry: CollectorRegistry
@@ -427,10 +463,20 @@ class TestInstrumentation:
 
     def test_seams_exist_in_the_installed_version(self) -> None:
         """The public names used here exist, and the installed SDK is in the tested range."""
+        import inspect
+
+        from claude_agent_sdk._internal.client import InternalClient
         from packaging.specifiers import SpecifierSet
 
         for name in ("TaskStartedMessage", "TaskNotificationMessage", "TaskUpdatedMessage", "StreamEvent"):
             assert hasattr(claude_agent_sdk, name)
+        parameters = list(inspect.signature(InternalClient.process_query).parameters)
+        assert parameters == [
+            "self",
+            "prompt",
+            "options",
+            "transport",
+        ]  # The private seam instrument() wraps.
         assert "forward_subagent_text" in ClaudeAgentOptions.__dataclass_fields__
         for package, spec in claude_integration.SUPPORTED_VERSIONS.items():
             assert metadata.version(package) in SpecifierSet(spec)

@@ -367,3 +367,14 @@ class TestInstrumentation:
         )
         out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
         assert "pip install 'subagent-telemetry[langgraph]'" in out
+
+
+def test_example_runs_offline_and_prints_each_depth() -> None:
+    """``python examples/langgraph_research.py`` works out of the box and prints depths 1 to 3."""
+    from tests.support.servers import REPO_ROOT
+
+    example = REPO_ROOT / "examples" / "langgraph_research.py"
+    out = subprocess.run([sys.executable, str(example)], capture_output=True, text=True, check=True).stdout
+    assert "final output: the report" in out
+    assert 'subagent_executions_total{depth="3"} 1.0' in out
+    assert 'subagent_tokens_consumed_sum{depth="1"} 1000.0' in out

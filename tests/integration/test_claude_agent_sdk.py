@@ -290,3 +290,19 @@ class TestInstrument:
         messages = run(go())
         assert isinstance(messages[-1], ResultMessage)
         assert at_depth(registry, 1).executions == 0
+
+
+def test_example_runs_offline_and_prints_each_depth() -> None:
+    """The Claude example runs the CLI on its own fake API out of the box and prints depths 1 to 3."""
+    import subprocess
+    import sys
+
+    from tests.support.servers import REPO_ROOT
+
+    example = REPO_ROOT / "examples" / "claude_agent_sdk_research.py"
+    out = subprocess.run(
+        [sys.executable, str(example)], capture_output=True, text=True, check=True, timeout=120
+    )
+    assert "final output: The report." in out.stdout
+    assert 'subagent_executions_total{depth="2"} 2.0' in out.stdout
+    assert 'subagent_executions_total{depth="3"} 1.0' in out.stdout

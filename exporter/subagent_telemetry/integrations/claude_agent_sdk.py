@@ -20,6 +20,13 @@ What is counted (docs/integrations.md):
 
 Hook callbacks run in tasks the SDK spawns, concurrently with the message stream, so every subagent
 is tracked by ``tool_use_id`` (and the CLI's task id), never through context variables.
+
+Seams: the session's hooks go in through ``ClaudeAgentOptions.hooks`` and its messages are read from
+the stream the caller reads. ``instrument()`` wraps ``ClaudeSDKClient``'s public methods and, for
+``query()``, the SDK's internal ``InternalClient.process_query``: every ``query()`` call goes through
+it however the function was imported (``from claude_agent_sdk import query`` binds the function before
+any instrumentation could replace it). That private seam is pinned by ``SUPPORTED_VERSIONS`` and a
+test that it exists.
 """
 
 from __future__ import annotations
@@ -28,13 +35,11 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
-import sys
 import weakref
 from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Callable
 from typing import TYPE_CHECKING, Any, cast
 
 try:
-    import claude_agent_sdk as _sdk
     from claude_agent_sdk import (
         AssistantMessage,
         ClaudeAgentOptions,
@@ -52,6 +57,8 @@ try:
         Transport,
         UserMessage,
     )
+    from claude_agent_sdk import query as _sdk_query
+    from claude_agent_sdk._internal.client import InternalClient  # The one path of every query() call.
 except ImportError as error:  # pragma: no cover - exercised in a subprocess test
     msg = (
         "subagent_telemetry.integrations.claude_agent_sdk needs claude-agent-sdk "
@@ -78,7 +85,6 @@ AGENT_TOOLS = ("Agent", "Task")
 STREAM_WAIT_SECONDS = 10.0
 
 _log = logging.getLogger("subagent_telemetry")
-_original_query = sys.modules["claude_agent_sdk.query"].query  # Before instrument() replaces it.
 _TASK_END = {
     "completed": None,
     "failed": ErrorType.EXECUTION_FAILED,
@@ -398,6 +404,16 @@ def _input_tokens(usage: dict[str, Any]) -> int:
     )
 
 
+def _recorded(options: ClaudeAgentOptions) -> bool:
+    """Whether ``options`` already carry a session's hooks (added by ``_Session.options``)."""
+    return any(
+        isinstance(getattr(hook, "__self__", None), _Session)
+        for matchers in (options.hooks or {}).values()
+        for matcher in matchers
+        for hook in matcher.hooks
+    )
+
+
 async def _observed(session: _Session, messages: AsyncIterator[Any]) -> AsyncGenerator[Any, None]:
     """``messages`` passed through ``session``; the session ends with the stream."""
     exc: BaseException | None = None
@@ -425,7 +441,7 @@ async def query(
     """``claude_agent_sdk.query()`` recorded as one session (and its subagents) on ``tel``."""
     session = _Session(tel, name)
     await session.admit(tel.current())
-    messages = _original_query(prompt=prompt, options=session.options(options), transport=transport)
+    messages = _sdk_query(prompt=prompt, options=session.options(options), transport=transport)
     async with contextlib.aclosing(_observed(session, messages)) as observed:
         async for message in observed:
             yield message
@@ -433,34 +449,47 @@ async def query(
 
 # -- instrument(): query() and ClaudeSDKClient for the whole process ---------------------------------
 
-_patches: list[tuple[object, str, object]] = []
+_patches: list[tuple[type, str, object]] = []
 _client_sessions: weakref.WeakKeyDictionary[ClaudeSDKClient, _Session] = weakref.WeakKeyDictionary()
 
 
 def instrument(tel: SubagentTelemetry, *, name: str = "claude") -> None:
-    """Record every ``query()`` and ``ClaudeSDKClient`` session from now on; a second call warns.
-
-    ``query`` is replaced on the ``claude_agent_sdk`` package and module: code that imported the
-    function before this call (``from claude_agent_sdk import query``) keeps the original; call
-    ``instrument()`` first, or use this module's ``query(tel, ...)``.
-    """
+    """Record every ``query()`` and ``ClaudeSDKClient`` session from now on; a second call warns."""
     if _patches:
         _log.warning(
             "subagent_telemetry: the Claude Agent SDK is already instrumented; call uninstrument() first"
         )
         return
+    process_query = InternalClient.process_query
 
-    async def instrumented_query(
-        *,
+    async def instrumented_process_query(
+        self: InternalClient,
         prompt: str | AsyncIterable[dict[str, Any]],
-        options: ClaudeAgentOptions | None = None,
+        options: ClaudeAgentOptions,
         transport: Transport | None = None,
-    ) -> AsyncIterator[Any]:
-        recorded = query(tel, prompt=prompt, options=options, transport=transport, name=name)
-        async with contextlib.aclosing(recorded):
-            async for message in recorded:
+    ) -> AsyncGenerator[Any, None]:
+        if _recorded(options):  # This module's query(tel, ...): already a session.
+            stream = cast("AsyncGenerator[Any, None]", process_query(self, prompt, options, transport))
+        else:
+            session = _Session(tel, name)
+            await session.admit(tel.current())
+            inner = process_query(self, prompt, session.options(options), transport)
+            stream = _observed(session, inner)
+        async with contextlib.aclosing(stream):
+            async for message in stream:
                 yield message
 
+    replacements = [
+        (InternalClient, "process_query", instrumented_process_query),
+        *_client_patches(tel, name),
+    ]
+    for owner, attribute, replacement in replacements:
+        _patches.append((owner, attribute, owner.__dict__[attribute]))
+        setattr(owner, attribute, replacement)
+
+
+def _client_patches(tel: SubagentTelemetry, name: str) -> list[tuple[type, str, Callable[..., Any]]]:
+    """A ``ClaudeSDKClient`` connection is one session: admitted at connect, ended at disconnect."""
     connect = ClaudeSDKClient.connect
     receive_messages = ClaudeSDKClient.receive_messages
     disconnect = ClaudeSDKClient.disconnect
@@ -505,24 +534,12 @@ def instrument(tel: SubagentTelemetry, *, name: str = "claude") -> None:
         result: bool = await aexit(self, exc_type, exc, tb)
         return result
 
-    module = sys.modules["claude_agent_sdk.query"]
-    replacements: list[tuple[object, str, Callable[..., Any]]] = [
-        (_sdk, "query", instrumented_query),
-        (module, "query", instrumented_query),
+    return [
         (ClaudeSDKClient, "connect", instrumented_connect),
         (ClaudeSDKClient, "receive_messages", instrumented_receive_messages),
         (ClaudeSDKClient, "disconnect", instrumented_disconnect),
         (ClaudeSDKClient, "__aexit__", instrumented_aexit),
     ]
-    for owner, attribute, replacement in replacements:
-        _patches.append(
-            (
-                owner,
-                attribute,
-                owner.__dict__[attribute] if isinstance(owner, type) else getattr(owner, attribute),
-            )
-        )
-        setattr(owner, attribute, replacement)
 
 
 def uninstrument() -> None:
