@@ -490,3 +490,15 @@ class TestInstrumentation:
         )
         out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
         assert "pip install 'subagent-telemetry[claude-agent-sdk]'" in out
+
+
+def test_benchmark_runs_and_checks_every_response_counted() -> None:
+    """``benchmarks/bench_claude_agent_sdk.py`` runs (tiny sizes) and reports a ratio per session length."""
+    import math
+
+    from benchmarks import bench_claude_agent_sdk
+
+    figures = bench_claude_agent_sdk.run(quick=True)["figures"]
+    ratios = [f for f in figures if f["unit"] == "x"]
+    assert len(ratios) == 2
+    assert all(math.isfinite(f["value"]) for f in figures)

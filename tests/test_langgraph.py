@@ -378,3 +378,15 @@ def test_example_runs_offline_and_prints_each_depth() -> None:
     assert "final output: the report" in out
     assert 'subagent_executions_total{depth="3"} 1.0' in out
     assert 'subagent_tokens_consumed_sum{depth="1"} 1000.0' in out
+
+
+def test_benchmark_runs_and_checks_every_response_counted() -> None:
+    """``benchmarks/bench_langgraph.py`` runs (tiny sizes) and reports a ratio per run length."""
+    import math
+
+    from benchmarks import bench_langgraph
+
+    figures = bench_langgraph.run(quick=True)["figures"]
+    ratios = [f for f in figures if f["unit"] == "x"]
+    assert len(ratios) == 2
+    assert all(math.isfinite(f["value"]) for f in figures)

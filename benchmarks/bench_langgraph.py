@@ -1,0 +1,112 @@
+"""LangGraph integration: what ``langgraph.instrument(tel)`` adds per model response.
+
+The same graph runs on the same in-process fake chat model with and without the integration, batches
+interleaved so both share the machine's noise. A run makes ``responses`` model calls (one node looping),
+so the per-run cost (admission, outcome) is spread over them as in a real agent; the single-response
+run is the worst case, where it is not spread at all.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import statistics
+import sys
+import time
+from typing import Any
+
+from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
+from langchain_core.messages import AIMessage
+from langgraph.graph import END, START, MessagesState, StateGraph
+from prometheus_client import CollectorRegistry
+
+from benchmarks.bench_core import Figure, bench_config
+from subagent_telemetry import SubagentTelemetry
+from subagent_telemetry.integrations import langgraph
+
+AREA = "langgraph"
+INPUT_TOKENS, OUTPUT_TOKENS = 1200, 300
+
+
+def looping_graph(responses: int) -> Any:
+    """One node that asks the model, looping until the conversation holds ``responses`` answers."""
+    usage = {"input_tokens": INPUT_TOKENS, "output_tokens": OUTPUT_TOKENS,
+             "total_tokens": INPUT_TOKENS + OUTPUT_TOKENS}  # fmt: skip
+    answers = (AIMessage(content="ok", usage_metadata=usage) for _ in itertools.count())  # type: ignore[arg-type]
+    model = GenericFakeChatModel(messages=answers)
+
+    def think(state: MessagesState) -> dict[str, Any]:
+        return {"messages": [model.invoke(state["messages"])]}
+
+    def route(state: MessagesState) -> str:
+        return END if len(state["messages"]) > responses else "think"
+
+    builder = StateGraph(MessagesState)
+    builder.add_node("think", think)
+    builder.add_edge(START, "think")
+    builder.add_conditional_edges("think", route)
+    return builder.compile(name="bench")
+
+
+def batch_seconds(graph: Any, runs: int) -> float:
+    start = time.perf_counter()
+    for _ in range(runs):
+        graph.invoke({"messages": [("user", "go")]}, config={"recursion_limit": 1000})
+    return time.perf_counter() - start
+
+
+def bench_per_response(responses: int, runs: int, repeats: int) -> list[Figure]:
+    """µs per model response bare and instrumented; the ratio and the added µs."""
+    graph = looping_graph(responses)
+    registry = CollectorRegistry()
+    tel = SubagentTelemetry(bench_config(default_max_turns=100), registry=registry)
+    warm_up = max(runs // 10, 1)  # Imports, schemas, label children: once on each side, not measured.
+    batch_seconds(graph, warm_up)
+    langgraph.instrument(tel)
+    batch_seconds(graph, warm_up)
+    langgraph.uninstrument()
+    bare, instrumented = [], []
+    for _ in range(repeats):
+        bare.append(batch_seconds(graph, runs))
+        langgraph.instrument(tel)
+        try:
+            instrumented.append(batch_seconds(graph, runs))
+        finally:
+            langgraph.uninstrument()
+    expected = (runs * repeats + warm_up) * responses
+    recorded = registry.get_sample_value("subagent_turns_used_sum", {"depth": "1"})
+    assert recorded == expected, (recorded, expected)  # Every response recorded once, none twice.
+    tokens = registry.get_sample_value("subagent_tokens_consumed_sum", {"depth": "1"})
+    assert tokens == expected * (INPUT_TOKENS + OUTPUT_TOKENS), tokens
+    per = runs * responses
+    bare_us = statistics.median(bare) / per * 1e6
+    inst_us = statistics.median(instrumented) / per * 1e6
+    label = f"{responses} response{'s' if responses > 1 else ''} per run"
+    return [
+        Figure(f"LangGraph alone, µs per response ({label})", bare_us, "µs"),
+        Figure(f"instrumented, µs per response ({label})", inst_us, "µs"),
+        Figure(f"added per response ({label})", inst_us - bare_us, "µs"),
+        Figure(f"instrumented / LangGraph alone ({label})", inst_us / bare_us, "x"),
+    ]
+
+
+def run(quick: bool = False) -> dict[str, Any]:
+    from importlib.metadata import version
+
+    runs, repeats = (3, 2) if quick else (40, 5)
+    figures: list[Figure] = []
+    for responses in (1, 8):
+        print(f"langgraph: {responses} responses per run ...", file=sys.stderr, flush=True)
+        figures += bench_per_response(responses, runs, repeats)
+    details = {
+        "workload": "graph.invoke of one node looping on GenericFakeChatModel (usage_metadata per answer)",
+        "framework": f"langgraph {version('langgraph')}, langchain-core {version('langchain-core')}",
+    }
+    return {"area": AREA, "figures": [f.as_dict() for f in figures], "details": details}
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("PYTHONHASHSEED", "0")
+    import json
+
+    print(json.dumps(run(quick="--quick" in sys.argv), indent=2, ensure_ascii=False))
