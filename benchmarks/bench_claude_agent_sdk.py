@@ -15,7 +15,10 @@ import os
 import statistics
 import sys
 import time
+from pathlib import Path
 from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # benchmarks.* and tests.* from run.py
 
 import claude_agent_sdk
 from prometheus_client import CollectorRegistry
