@@ -81,7 +81,7 @@ class _Run:
         self.name = name
         #: The run whose execution this one's model calls count for (itself once admitted).
         self.owner = owner
-        #: The execution current where a root graph started (its parent); None below the root.
+        #: The execution current where this run started outside any recorded graph (a root's parent).
         self.outer = outer
         self.handle: SubagentMetrics | None = None
         self.graph = False
@@ -110,8 +110,9 @@ class SubagentCallbackHandler(BaseCallbackHandler):
         """Remember the run; admit its graph when it is a graph's task (node)."""
         with self._lock:
             parent = self._runs.get(parent_run_id) if parent_run_id is not None else None
-        outer = self.tel.current() if parent is None else None
-        run = _Run(name, parent.owner if parent is not None else None, outer)
+        owner = parent.owner if parent is not None else None
+        # Where a graph starts outside any recorded graph, the current execution is its parent.
+        run = _Run(name, owner, self.tel.current() if owner is None else None)
         if parent is not None and tags and any(tag.startswith(_STEP_TAG) for tag in tags):
             self._admit(parent)
             run.owner = parent.owner
