@@ -78,11 +78,11 @@ __all__ = ["SUPPORTED_VERSIONS", "instrument", "query", "uninstrument"]
 #: The releases this module is tested against (pyproject's ``claude-agent-sdk`` extra).
 SUPPORTED_VERSIONS = {"claude-agent-sdk": ">=0.2.189,<0.3"}
 #: Tools through which the CLI launches a subagent (``Task`` before Claude Code 2.1).
-AGENT_TOOLS = ("Agent", "Task")
+_AGENT_TOOLS = ("Agent", "Task")
 #: How long an ``Agent`` call's hook waits for the message stream to catch up with the CLI: the
 #: ``task_started`` message naming the calling subagent, and the message holding the call (its usage
 #: is charged before the new subagent is admitted).
-STREAM_WAIT_SECONDS = 10.0
+_STREAM_WAIT_SECONDS = 10.0
 
 _log = logging.getLogger("subagent_telemetry")
 _TASK_END = {
@@ -140,7 +140,7 @@ class _Session:
         options = options if options is not None else ClaudeAgentOptions()
         self.partial = bool(options.include_partial_messages)
         hooks: dict[Any, list[HookMatcher]] = {event: list(m) for event, m in (options.hooks or {}).items()}
-        matcher = "|".join(AGENT_TOOLS)
+        matcher = "|".join(_AGENT_TOOLS)
         hooks.setdefault("PreToolUse", []).append(HookMatcher(matcher=matcher, hooks=[self._pre_tool_use]))
         hooks.setdefault("PostToolUseFailure", []).append(
             HookMatcher(matcher=matcher, hooks=[self._post_tool_use_failure])
@@ -150,7 +150,7 @@ class _Session:
     async def _pre_tool_use(self, data: Any, tool_use_id: str | None, context: HookContext) -> Any:
         """Admit the subagent the Agent tool is about to launch, or deny the call."""
         tool_use_id = tool_use_id or data.get("tool_use_id")
-        if data.get("tool_name") not in AGENT_TOOLS or not tool_use_id or self.handle is None:
+        if data.get("tool_name") not in _AGENT_TOOLS or not tool_use_id or self.handle is None:
             return {}
         try:
             parent, forwarded = await self._parent_of(data.get("agent_id"))
@@ -247,7 +247,7 @@ class _Session:
                 handle, message_id, _input_tokens(usage), _int(usage.get("output_tokens")), message.model
             )
         finally:
-            calls = [b.id for b in message.content if isinstance(b, ToolUseBlock) and b.name in AGENT_TOOLS]
+            calls = [b.id for b in message.content if isinstance(b, ToolUseBlock) and b.name in _AGENT_TOOLS]
             if self.partial and message.parent_tool_use_id is None:
                 self._calls_streaming.extend(calls)  # Seen once message_delta has the final usage.
             else:
@@ -388,7 +388,7 @@ def _end(handle: SubagentMetrics, status: str) -> None:
 
 async def _wait(event: asyncio.Event) -> None:
     with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(event.wait(), STREAM_WAIT_SECONDS)
+        await asyncio.wait_for(event.wait(), _STREAM_WAIT_SECONDS)
 
 
 def _int(value: object) -> int:
