@@ -13,10 +13,11 @@ from subagent_telemetry import (
     QuotaLimits,
     QuotaTracker,
     Resource,
+    SubagentTelemetry,
     TimeLimitExceeded,
     TokenLimitExceeded,
 )
-from tests.conftest import FakeClock
+from tests.conftest import FakeClock, make_config
 
 
 class TestSeedApi:
@@ -104,6 +105,7 @@ class TestTime:
     def test_admission_refused_after_the_time_budget(self, clock: FakeClock) -> None:
         """Past max_total_time, admission raises TimeLimitExceeded with the design's heading."""
         tracker = QuotaTracker(QuotaLimits(max_total_time=300), clock=clock)
+        tracker.check_and_reserve()
         clock.advance(300.2)
         with pytest.raises(TimeLimitExceeded) as info:
             tracker.check_and_reserve()
@@ -113,25 +115,50 @@ class TestTime:
     def test_admitted_just_before_the_deadline(self, clock: FakeClock) -> None:
         """One tick before the budget ends, admission still succeeds."""
         tracker = QuotaTracker(QuotaLimits(max_total_time=300), clock=clock)
+        tracker.check_and_reserve()
         clock.advance(299.9)
         tracker.check_and_reserve()
 
     def test_deadline_is_on_the_tracker_clock(self, clock: FakeClock) -> None:
         """deadline() is start + budget on the injected clock."""
         tracker = QuotaTracker(QuotaLimits(max_total_time=60), clock=clock)
+        tracker.check_and_reserve()
         clock.advance(10)
         assert tracker.deadline() == pytest.approx(clock.now + 50)
 
     def test_check_time_raises_for_sync_code(self, clock: FakeClock) -> None:
         """check_time() lets sync code stop when the budget is spent."""
         tracker = QuotaTracker(QuotaLimits(max_total_time=5), clock=clock)
+        tracker.check_and_reserve()
         tracker.check_time()
         clock.advance(5)
         with pytest.raises(TimeLimitExceeded):
             tracker.check_time()
 
+    def test_time_budget_starts_at_the_first_admission(self, clock: FakeClock) -> None:
+        """Idling past max_total_time before the first admission uses none of the budget."""
+        tracker = QuotaTracker(QuotaLimits(max_total_time=300), clock=clock)
+        clock.advance(1000)
+        assert tracker.get_usage().elapsed_seconds == 0
+        tracker.check_and_reserve()
+        clock.advance(299)
+        tracker.check_and_reserve()
+        clock.advance(1)
+        with pytest.raises(TimeLimitExceeded):
+            tracker.check_and_reserve()
+
+    def test_idle_servers_first_execution_is_admitted(
+        self, clock: FakeClock, telemetry_factory: type[SubagentTelemetry]
+    ) -> None:
+        """A server idle for longer than max_total_time admits its first execution."""
+        tel = telemetry_factory(make_config(max_total_time=60), clock=clock)
+        clock.advance(120)
+        with tel.execution("a"):
+            pass
+        assert tel.tracker.get_usage().executions == 1
+
     def test_reset_starts_a_new_session(self, clock: FakeClock) -> None:
-        """reset() zeroes usage and restarts the clock."""
+        """reset() zeroes usage; the new session's clock starts at its first admission."""
         tracker = QuotaTracker(QuotaLimits(max_executions=1, max_total_time=5), clock=clock)
         tracker.check_and_reserve()
         clock.advance(10)

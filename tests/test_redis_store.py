@@ -198,6 +198,14 @@ class TestScripts:
         with pytest.raises(TimeLimitExceeded):
             tel.execution("b").__enter__()
 
+    def test_an_idle_sessions_first_execution_has_the_whole_time_budget(self, server: RunningServer) -> None:
+        """The time budget starts at the first admission: idling past it first refuses nothing."""
+        tel = _tel(_config(server.url, "idle-start", max_total_time=0.3))
+        time.sleep(0.4)
+        with tel.execution("a"):
+            pass
+        assert tel.tracker.get_usage().elapsed_seconds < 0.3
+
     def test_scripts_reload_after_script_flush(self, server: RunningServer) -> None:
         """EVALSHA falls back to loading the script again (NOSCRIPT-safe)."""
         tel = _tel(_config(server.url, "flush"))

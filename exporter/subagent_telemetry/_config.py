@@ -169,7 +169,7 @@ class SubagentConfig(_Model):
         None,
         gt=0,
         le=MAX_SECONDS,
-        description="Wall-clock seconds per session from its start; null = unlimited.",
+        description="Wall-clock seconds per session from its first admission; null = unlimited.",
     )
     max_total_cost: Decimal | None = Field(
         None,

@@ -292,7 +292,7 @@ class SubagentTelemetry:
         return decorate
 
     def new_session(self) -> None:
-        """Start a new budget (zero usage, clock restarted) with the same limits."""
+        """Start a new budget (zero usage; its clock starts at its first admission) with the same limits."""
         self.tracker.reset()
 
     # -- exposition and lifecycle --------------------------------------------------------------------

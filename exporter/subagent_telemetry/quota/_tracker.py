@@ -155,7 +155,7 @@ class QuotaStore(Protocol):
         ...
 
     def reset(self) -> None:
-        """Start a new session: zero the counters and restart the clock."""
+        """Start a new session: zero the counters; its clock starts at its first admission."""
         ...
 
 
@@ -203,7 +203,11 @@ _SLOT_POLL_SECONDS = (0.005, 0.1)
 
 
 class InMemoryQuotaStore:
-    """The default store: one process, guarded by one lock held for a few comparisons."""
+    """The default store: one process, guarded by one lock held for a few comparisons.
+
+    The time budget runs from the session's first admission (as on the Redis store), not from
+    construction: a server that idles before its first execution has its whole budget left.
+    """
 
     __slots__ = ("_clock", "_cost", "_executions", "_lock", "_started", "_tokens")
 
@@ -213,13 +217,17 @@ class InMemoryQuotaStore:
         self._executions = 0
         self._tokens = 0
         self._cost = 0
-        self._started = clock()
+        self._started: float | None = None  # Set by the first admission.
 
     def reserve(self, limits: QuotaLimits) -> QuotaUsage:
         """Count one execution unless a budget is spent (atomic); the usage after it."""
         max_time = limits.max_total_time
-        elapsed = self._clock() - self._started if max_time is not None else 0.0
+        now = self._clock() if max_time is not None or self._started is None else 0.0
         with self._lock:
+            if self._started is None:
+                self._started = now
+            # Time can go backwards (a racing first admission read the clock a little earlier).
+            elapsed = max(now - self._started, 0.0) if max_time is not None else 0.0
             executions = self._executions
             if limits.max_executions is not None and executions >= limits.max_executions:
                 raise ExecutionLimitReached(executions, limits.max_executions)
@@ -238,14 +246,15 @@ class InMemoryQuotaStore:
         with self._lock:
             self._tokens += tokens
             self._cost += cost_nanos
-            return _usage(
-                QuotaUsage, (self._executions, self._tokens, self._clock() - self._started, self._cost)
-            )
+            return _usage(QuotaUsage, (self._executions, self._tokens, self._elapsed(), self._cost))
 
     def usage(self) -> QuotaUsage:
         """The session's usage now."""
         with self._lock:
-            return QuotaUsage(self._executions, self._tokens, self._clock() - self._started, self._cost)
+            return QuotaUsage(self._executions, self._tokens, self._elapsed(), self._cost)
+
+    def _elapsed(self) -> float:
+        return 0.0 if self._started is None else max(self._clock() - self._started, 0.0)
 
     def reset(self) -> None:
         """Start a new session: zero usage, the clock restarted."""
@@ -253,7 +262,7 @@ class InMemoryQuotaStore:
             self._executions = 0
             self._tokens = 0
             self._cost = 0
-            self._started = self._clock()
+            self._started = None
 
 
 def _cost_refusal(used_nanos: int, limits: QuotaLimits) -> CostLimitExceeded:
