@@ -146,7 +146,7 @@ class _Run:
     """A finished depth-1 execution as backends see it (the RunView fields)."""
 
     __slots__ = (
-        "agent", "backend_state", "depth", "depth_label", "duration_seconds", "error_type",
+        "agent", "backend_state", "cost_nanos", "depth", "depth_label", "duration_seconds", "error_type",
         "input_tokens", "model", "name", "output_tokens", "parent", "parent_in_context", "provider",
         "status", "tokens", "trace_id", "turns",
     )  # fmt: skip
@@ -162,6 +162,7 @@ class _Run:
         self.trace_id: str | None = None
         self.backend_state: object = None
         self.parent = None
+        self.cost_nanos = 0
 
 
 def backend_execution(backend: OtelBackend) -> Callable[[], None]:

@@ -9,8 +9,7 @@ from decimal import Decimal
 
 import pytest
 
-from subagent_telemetry import QuotaExceeded, QuotaLimits, QuotaTracker, Resource
-from subagent_telemetry._errors import CostLimitExceeded
+from subagent_telemetry import CostLimitExceeded, QuotaExceeded, QuotaLimits, QuotaTracker, Resource
 
 NANO = 10**9
 

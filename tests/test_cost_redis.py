@@ -13,8 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from subagent_telemetry import QuotaLimits, QuotaTracker
-from subagent_telemetry._errors import CostLimitExceeded
+from subagent_telemetry import CostLimitExceeded, QuotaLimits, QuotaTracker
 from subagent_telemetry.fleet import QuotaLimitsMismatchError
 from tests.support.servers import RunningServer, start_redis
 

@@ -54,7 +54,7 @@ def test_metrics_reference_lists_every_vocabulary_value() -> None:
 def test_metrics_reference_lists_the_buckets() -> None:
     """The documented buckets are the catalog's."""
     text = (DOCS / "metrics.md").read_text()
-    for spec in (cat.DURATION, cat.TURNS, cat.TOKENS):
+    for spec in (cat.DURATION, cat.TURNS, cat.TOKENS, cat.COST):
         assert ", ".join(f"{b:g}" for b in spec.buckets) in text, spec.name
 
 

@@ -186,6 +186,7 @@ class TestExposition:
             trace_id = "0af7651916cd43dd8448eb211c80319c"
             backend_state = None
             parent = None
+            model = None
 
         backend.started(Run())  # type: ignore[arg-type]
         backend.finished(Run())  # type: ignore[arg-type]

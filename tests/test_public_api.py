@@ -11,6 +11,7 @@ PUBLIC = {
     "ConcurrencyLimitReached",
     "Config",
     "ConfigError",
+    "CostLimitExceeded",
     "DepthLimitExceeded",
     "ErrorType",
     "Execution",
@@ -48,7 +49,7 @@ def test_every_public_name_imports() -> None:
 def test_quota_exceptions_share_the_base_class() -> None:
     """Every quota exception is a QuotaExceeded."""
     for name in ("ExecutionLimitReached", "TokenLimitExceeded", "TimeLimitExceeded", "DepthLimitExceeded",
-                 "TurnLimitExceeded", "ConcurrencyLimitReached"):  # fmt: skip
+                 "TurnLimitExceeded", "ConcurrencyLimitReached", "CostLimitExceeded"):  # fmt: skip
         assert issubclass(getattr(subagent_telemetry, name), subagent_telemetry.QuotaExceeded)
 
 

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 from ._errors import (
     ConcurrencyLimitReached,
     ConfigError,
+    CostLimitExceeded,
     DepthLimitExceeded,
     ExecutionLimitReached,
     QuotaExceeded,
@@ -64,6 +65,7 @@ __all__ = [
     "ConcurrencyLimitReached",
     "Config",
     "ConfigError",
+    "CostLimitExceeded",
     "DepthLimitExceeded",
     "ErrorType",
     "Execution",

@@ -27,6 +27,10 @@ TOKEN_BUCKETS: tuple[float, ...] = (
     100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000,
     100_000, 250_000, 500_000, 1_000_000, 2_500_000, 5_000_000,
 )  # fmt: skip
+#: Money per execution (in ``cost.currency``): 1-2.5-5 per decade from a tenth of a cent to $50.
+COST_BUCKETS: tuple[float, ...] = (
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 25.0, 50.0,
+)  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,6 +136,31 @@ OUTPUT_TRUNCATIONS = MetricSpec(
     otel_name="subagent.output_truncations",
     otel_unit="{output}",
 )
+COST = MetricSpec(
+    name="subagent_execution_cost",
+    kind=Kind.HISTOGRAM,
+    help="Money (in cost.currency) spent by each finished subagent execution on priced model responses.",
+    labels=("depth",),
+    otel_name="subagent.execution_cost",
+    otel_unit="{currency}",
+    buckets=COST_BUCKETS,
+)
+COST_TOTAL = MetricSpec(
+    name="subagent_cost_total",
+    kind=Kind.COUNTER,
+    help="Money (in cost.currency) spent by finished subagent executions on priced model responses.",
+    labels=("depth",),
+    otel_name="subagent.cost",
+    otel_unit="{currency}",
+)
+UNPRICED_TOKENS = MetricSpec(
+    name="subagent_unpriced_tokens_total",
+    kind=Kind.COUNTER,
+    help="Tokens of model responses with no known price (counted at no cost; see cost.unpriced).",
+    labels=("depth",),
+    otel_name="subagent.unpriced_tokens",
+    otel_unit="{token}",
+)
 QUOTA_LIMIT = MetricSpec(
     name="subagent_quota_limit",
     kind=Kind.GAUGE,
@@ -190,6 +219,9 @@ CATALOG: tuple[MetricSpec, ...] = (
     COMPLETIONS,
     ERRORS,
     OUTPUT_TRUNCATIONS,
+    COST,
+    COST_TOTAL,
+    UNPRICED_TOKENS,
     QUOTA_LIMIT,
     QUOTA_USED,
     QUOTA_REJECTIONS,
@@ -229,6 +261,8 @@ BATCH_CATALOG: tuple[MetricSpec, ...] = (BATCH_LAST_RUN, BATCH_LAST_SUCCESS, BAT
 
 #: Label added to the per-execution metrics when ``telemetry.agent_label`` is enabled.
 AGENT_LABEL = "agent"
+#: Label added to the money metrics when ``telemetry.model_label`` is enabled (the execution's last model).
+MODEL_LABEL = "model"
 #: Catalog entries that take the optional agent label (per-execution metrics only).
 PER_EXECUTION: tuple[MetricSpec, ...] = (
     EXECUTIONS,
@@ -239,7 +273,12 @@ PER_EXECUTION: tuple[MetricSpec, ...] = (
     COMPLETIONS,
     ERRORS,
     OUTPUT_TRUNCATIONS,
+    COST,
+    COST_TOTAL,
+    UNPRICED_TOKENS,
 )
+#: Catalog entries that take the optional model label.
+PER_MODEL: tuple[MetricSpec, ...] = (COST, COST_TOTAL, UNPRICED_TOKENS)
 
 
 def by_name(name: str) -> MetricSpec:

@@ -134,6 +134,17 @@ class Execution:
     #: The last model / provider name seen (``record_tokens(model=...)``); never a metric label.
     model: str | None = None
     provider: str | None = None
+    #: Parts of input_tokens / output_tokens, when the caller reports them (record_tokens keywords).
+    cache_read_tokens = 0
+    cache_write_tokens = 0
+    reasoning_tokens = 0
+    #: ``model`` bounded for the ``model`` label (set with the model; "" when the label is off).
+    model_label = ""
+    #: Money spent on priced responses: exact atto-units, and the nano-units charged to the budget.
+    cost_atto = 0
+    cost_nanos = 0
+    #: Tokens of responses of a model with no price.
+    unpriced_tokens = 0
     status: Status | None = None
     error_type: ErrorType | None = None
     duration_seconds = 0.0

@@ -57,6 +57,30 @@ class RunView(Protocol):
     def parent_in_context(self) -> bool:
         """The parent was current where this run started (its span is in the ambient OTel context)."""
 
+    @property
+    def model_label(self) -> str:
+        """``model`` bounded for the ``model`` label (``""`` when ``telemetry.model_label`` is off)."""
+
+    @property
+    def cost_nanos(self) -> int:
+        """Money spent on priced responses, in nano-units of ``cost.currency`` (exact)."""
+
+    @property
+    def unpriced_tokens(self) -> int:
+        """Tokens of responses of a model with no price."""
+
+    @property
+    def cache_read_tokens(self) -> int:
+        """Input tokens read from the prompt cache (part of ``input_tokens``)."""
+
+    @property
+    def cache_write_tokens(self) -> int:
+        """Input tokens written to the prompt cache (part of ``input_tokens``)."""
+
+    @property
+    def reasoning_tokens(self) -> int:
+        """Reasoning tokens (part of ``output_tokens``)."""
+
 
 class Backend(Protocol):
     """What every backend implements. A backend may also implement ``activate(run) -> token`` and

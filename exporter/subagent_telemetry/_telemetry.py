@@ -120,6 +120,7 @@ class SubagentTelemetry:
                 self.registry,
                 max_depth=sub.max_depth,
                 with_agent_label=label_cfg.enabled,
+                with_model_label=self.config.telemetry.model_label.enabled,
                 exemplars=tracing,
             )
             chosen.append(prometheus)

@@ -16,8 +16,7 @@ from pathlib import Path
 
 import redis
 
-from subagent_telemetry import QuotaLimits, QuotaTracker
-from subagent_telemetry._errors import CostLimitExceeded
+from subagent_telemetry import CostLimitExceeded, QuotaLimits, QuotaTracker
 from subagent_telemetry.quota._redis_store import RedisQuotaStore
 
 

@@ -47,6 +47,7 @@ class _RunState:
 
     __slots__ = (
         "span",
+        "subtree_cost_nanos",
         "subtree_executions",
         "subtree_input",
         "subtree_output",
@@ -63,6 +64,7 @@ class _RunState:
         #: Every token, including totals recorded without an input/output split.
         self.subtree_tokens = 0
         self.subtree_executions = 0
+        self.subtree_cost_nanos = 0
 
 
 class OtelBackend:
@@ -86,6 +88,7 @@ class OtelBackend:
         meter_provider = meter_provider or self._owned.meter_provider
         tracer_provider = tracer_provider or self._owned.tracer_provider
         self._timeout_seconds = otlp.timeout_seconds
+        self._currency = config.cost.currency
         self._lock = threading.Lock()
         self._metrics: OtelInstruments | None = None
         if meter_provider is not None:
@@ -93,6 +96,7 @@ class OtelBackend:
             self._metrics = OtelInstruments(
                 meter_provider.get_meter(_SCOPE, _scope_version()),
                 with_agent_label=config.telemetry.agent_label.enabled,
+                with_model_label=config.telemetry.model_label.enabled,
                 max_depth=sub.max_depth,
                 session=config.quota.session,
                 max_concurrency=sub.max_concurrency,
@@ -227,6 +231,12 @@ class OtelBackend:
             # Failed executions are timed under "incomplete", as on the scrape path.
             m.duration.record(run.duration_seconds, attrs.by_status[Status.INCOMPLETE])
             m.errors.add(1, attrs.by_error[run.error_type or ErrorType.EXECUTION_FAILED])
+        if run.model is not None:
+            cost_attrs = m.cost_attrs(run.depth_label, run.agent, run.model_label)
+            cost = run.cost_nanos / 1e9
+            m.cost.record(cost, cost_attrs)
+            m.cost_total.add(cost, cost_attrs)
+            m.unpriced.add(run.unpriced_tokens, cost_attrs)
         if m.genai_tokens is not None:
             self._record_genai(m, run)
 
@@ -266,6 +276,7 @@ class OtelBackend:
         subtree_input = state.subtree_input + run.input_tokens
         subtree_output = state.subtree_output + run.output_tokens
         subtree_tokens = state.subtree_tokens + run.tokens
+        subtree_cost = state.subtree_cost_nanos + run.cost_nanos
         span.set_attributes(
             {
                 "gen_ai.usage.input_tokens": run.input_tokens,
@@ -282,6 +293,8 @@ class OtelBackend:
             span.set_attribute("gen_ai.response.model", run.model)
         if run.provider is not None:
             span.set_attribute("gen_ai.provider.name", run.provider)
+        if run.model is not None or subtree_cost:
+            self._set_cost_attributes(span, run, subtree_cost)
         if run.status is not None:
             span.set_attribute("subagent.status", run.status.value)
         else:
@@ -296,10 +309,28 @@ class OtelBackend:
                 parent_state.subtree_output += subtree_output
                 parent_state.subtree_tokens += subtree_tokens
                 parent_state.subtree_executions += state.subtree_executions + 1
+                parent_state.subtree_cost_nanos += subtree_cost
         if state.token is not None:
             _detach(state.token)
             state.token = None
         span.end()
+
+    def _set_cost_attributes(self, span: Any, run: RunView, subtree_cost_nanos: int) -> None:
+        """Cache and reasoning usage (GenAI semantic conventions) and the money spent."""
+        attributes: dict[str, Any] = {
+            "subagent.cost": run.cost_nanos / 1e9,
+            "subagent.subtree.cost": subtree_cost_nanos / 1e9,
+            "subagent.cost.currency": self._currency,
+        }
+        if run.cache_read_tokens:
+            attributes["gen_ai.usage.cache_read.input_tokens"] = run.cache_read_tokens
+        if run.cache_write_tokens:
+            attributes["gen_ai.usage.cache_creation.input_tokens"] = run.cache_write_tokens
+        if run.reasoning_tokens:
+            attributes["gen_ai.usage.reasoning.output_tokens"] = run.reasoning_tokens
+        if run.unpriced_tokens:
+            attributes["subagent.unpriced_tokens"] = run.unpriced_tokens
+        span.set_attributes(attributes)
 
 
 def _detach(token: Token[Context]) -> None:

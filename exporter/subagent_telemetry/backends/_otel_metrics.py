@@ -61,6 +61,7 @@ class OtelInstruments:
         *,
         with_agent_label: bool,
         max_depth: int,
+        with_model_label: bool = False,
         session: str,
         max_concurrency: int,
         usage: Callable[[], QuotaUsage],
@@ -75,11 +76,16 @@ class OtelInstruments:
         self.completions = _instrument(meter, cat.COMPLETIONS)
         self.errors = _instrument(meter, cat.ERRORS)
         self.truncations = _instrument(meter, cat.OUTPUT_TRUNCATIONS)
+        self.cost = _instrument(meter, cat.COST)
+        self.cost_total = _instrument(meter, cat.COST_TOTAL)
+        self.unpriced = _instrument(meter, cat.UNPRICED_TOKENS)
         self.rejections = _instrument(meter, cat.QUOTA_REJECTIONS)
         self.degraded = _instrument(meter, cat.QUOTA_STORE_DEGRADED)
         self.resource_attrs: dict[Resource, Attrs] = {r: {"resource": r.value} for r in Resource}
         self._with_agent = with_agent_label
+        self._with_model = with_model_label
         self._bound: dict[tuple[str, str], BoundAttrs] = {}
+        self._cost_attrs: dict[tuple[str, str, str], Attrs] = {}
         self._lock = threading.Lock()
         self._usage = usage
         self._limits = limits
@@ -108,6 +114,9 @@ class OtelInstruments:
         if not with_agent_label:
             for depth in range(1, max_depth + 1):
                 self._prime(self.bound(str(depth), ""))
+                if not with_model_label:
+                    self.cost_total.add(0, self.cost_attrs(str(depth), "", ""))
+                    self.unpriced.add(0, self.cost_attrs(str(depth), "", ""))
 
     def _prime(self, attrs: BoundAttrs) -> None:
         self.executions.add(0, attrs.base)
@@ -126,6 +135,18 @@ class OtelInstruments:
                 attrs = self._bound.get(key)
                 if attrs is None:
                     attrs = self._bound[key] = BoundAttrs(depth, agent if self._with_agent else None)
+        return attrs
+
+    def cost_attrs(self, depth: str, agent: str, model: str) -> Attrs:
+        """Attributes of the money metrics: depth, agent and model when those labels are on."""
+        key = (depth, agent, model)
+        attrs = self._cost_attrs.get(key)
+        if attrs is None:
+            attrs = dict(self.bound(depth, agent).base)
+            if self._with_model:
+                attrs[cat.MODEL_LABEL] = model
+            with self._lock:
+                attrs = self._cost_attrs.setdefault(key, attrs)
         return attrs
 
     # -- observable gauges, read at collection time ---------------------------------------------------

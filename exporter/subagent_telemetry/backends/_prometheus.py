@@ -95,6 +95,17 @@ class _Cell:
         self.tokens = _Histogram(cat.TOKENS.buckets)
 
 
+class _CostCell:
+    """Money of one (depth, agent, model): spend per execution, total spend, unpriced tokens."""
+
+    __slots__ = ("cost", "total_nanos", "unpriced")
+
+    def __init__(self) -> None:
+        self.cost = _Histogram(cat.COST.buckets)
+        self.total_nanos = 0
+        self.unpriced = 0
+
+
 class QuotaCollector(Collector):
     """``subagent_quota_limit``/``subagent_quota_used``/``subagent_max_concurrency`` at scrape time."""
 
@@ -135,18 +146,24 @@ class PrometheusBackend(Collector):
         *,
         max_depth: int,
         with_agent_label: bool = False,
+        with_model_label: bool = False,
         exemplars: bool = False,
     ) -> None:
         self.registry = registry
         self._with_agent = with_agent_label
+        self._with_model = with_model_label
         self._exemplars = exemplars
         self._lock = threading.Lock()
         self._cells: dict[tuple[str, str], _Cell] = {}
+        #: Money by (depth, agent, model); only executions that recorded a model response.
+        self._costs: dict[tuple[str, str, str], _CostCell] = {}
         self._rejections: dict[Resource, int] = dict.fromkeys(_REJECTABLE, 0)
         self._degraded: dict[tuple[str, str], int] = {}
         if not with_agent_label:  # Every series exists from the start: rates work on fresh systems.
             for depth in range(1, max_depth + 1):
                 self._cells[(str(depth), "")] = _Cell()
+                if not with_model_label:
+                    self._costs[(str(depth), "", "")] = _CostCell()
         registry.register(self)
 
     def _cell(self, run: RunView) -> _Cell:
@@ -193,6 +210,8 @@ class PrometheusBackend(Collector):
         turns_hist, tokens_hist = cell.turns, cell.tokens
         duration, turns, tokens = run.duration_seconds, run.turns, run.tokens
         trace_id = run.trace_id if self._exemplars else None
+        if run.model is not None:  # Model responses were recorded: the money metrics too.
+            self._finished_cost(run, trace_id)
         with self._lock:  # One critical section: a scrape sees the whole outcome or none of it.
             cell.active -= 1
             if status is not None:
@@ -211,6 +230,18 @@ class PrometheusBackend(Collector):
                 tokens_hist.observe(tokens, trace_id)
                 duration_hist.observe(duration, trace_id)
 
+    def _finished_cost(self, run: RunView, trace_id: str | None) -> None:
+        key = (run.depth_label, run.agent, run.model_label)
+        cell = self._costs.get(key)
+        if cell is None:
+            with self._lock:
+                cell = self._costs.setdefault(key, _CostCell())
+        nanos = run.cost_nanos
+        with self._lock:
+            cell.cost.observe(nanos / 1e9, trace_id)
+            cell.total_nanos += nanos
+            cell.unpriced += run.unpriced_tokens
+
     def store_degraded(self, policy: str, decision: str) -> None:
         """An admission decided without the shared quota store (see ``quota.failure_policy``)."""
         with self._lock:
@@ -224,7 +255,11 @@ class PrometheusBackend(Collector):
 
     def collect(self) -> Iterator[Metric]:
         agent = (cat.AGENT_LABEL,) if self._with_agent else ()
-        fams = {spec.name: _family(spec, (*spec.labels, *agent)) for spec in cat.PER_EXECUTION}
+        fams = {
+            spec.name: _family(spec, (*spec.labels, *agent))
+            for spec in cat.PER_EXECUTION
+            if spec not in cat.PER_MODEL
+        }
         with self._lock:
             for (depth, agent_value), cell in sorted(self._cells.items()):
                 extra = [agent_value] if self._with_agent else []
@@ -245,6 +280,18 @@ class PrometheusBackend(Collector):
                     fams[cat.ERRORS.name].add_metric(
                         [depth, error_type.value, *extra], cell.errors[error_type]
                     )
+            model = (cat.MODEL_LABEL,) if self._with_model else ()
+            for spec in cat.PER_MODEL:
+                fams[spec.name] = _family(spec, (*spec.labels, *agent, *model))
+            for (depth, agent_value, model_value), cost in sorted(self._costs.items()):
+                values = [depth]
+                if self._with_agent:
+                    values.append(agent_value)
+                if self._with_model:
+                    values.append(model_value)
+                fams[cat.COST.name].add_metric(values, cost.cost.buckets(), cost.cost.total)
+                fams[cat.COST_TOTAL.name].add_metric(values, cost.total_nanos / 1e9)
+                fams[cat.UNPRICED_TOKENS.name].add_metric(values, cost.unpriced)
             rejections = _family(cat.QUOTA_REJECTIONS, cat.QUOTA_REJECTIONS.labels)
             for resource, count in self._rejections.items():
                 rejections.add_metric([resource.value], count)

@@ -44,16 +44,17 @@ class _Children:
         self.errors = {e: m.errors.labels(values[0], e.value, *values[1:]) for e in ErrorType}
 
 
-def _labelnames(spec: cat.MetricSpec, with_agent: bool) -> tuple[str, ...]:
-    return (*spec.labels, cat.AGENT_LABEL) if with_agent and spec in cat.PER_EXECUTION else spec.labels
+def _labelnames(spec: cat.MetricSpec, with_agent: bool, with_model: bool = False) -> tuple[str, ...]:
+    names = (*spec.labels, cat.AGENT_LABEL) if with_agent and spec in cat.PER_EXECUTION else spec.labels
+    return (*names, cat.MODEL_LABEL) if with_model and spec in cat.PER_MODEL else names
 
 
 class _Metrics:
-    def __init__(self, registry: CollectorRegistry, with_agent: bool) -> None:
+    def __init__(self, registry: CollectorRegistry, with_agent: bool, with_model: bool = False) -> None:
         multiproc = "PROMETHEUS_MULTIPROC_DIR" in os.environ
 
         def make(spec: cat.MetricSpec) -> Any:
-            names = _labelnames(spec, with_agent)
+            names = _labelnames(spec, with_agent, with_model)
             kwargs: dict[str, Any] = {"registry": registry, "unit": spec.unit}
             if spec.kind is cat.Kind.COUNTER:
                 return Counter(spec.base_name, spec.help, names, **kwargs)
@@ -71,6 +72,9 @@ class _Metrics:
         self.completions = make(cat.COMPLETIONS)
         self.errors = make(cat.ERRORS)
         self.truncations = make(cat.OUTPUT_TRUNCATIONS)
+        self.cost = make(cat.COST)
+        self.cost_total = make(cat.COST_TOTAL)
+        self.unpriced = make(cat.UNPRICED_TOKENS)
         self.rejections = make(cat.QUOTA_REJECTIONS)
         self.degraded = make(cat.QUOTA_STORE_DEGRADED)
 
@@ -84,11 +88,15 @@ class MultiprocessPrometheusBackend:
         *,
         max_depth: int,
         with_agent_label: bool = False,
+        with_model_label: bool = False,
         exemplars: bool = False,
     ) -> None:
         self.registry = registry
-        self._metrics = _Metrics(registry, with_agent_label)
+        self._metrics = _Metrics(registry, with_agent_label, with_model_label)
         self._with_agent = with_agent_label
+        self._with_model = with_model_label
+        #: (cost histogram, cost counter, unpriced counter) children by (depth, agent, model).
+        self._cost_children: dict[tuple[str, str, str], tuple[Any, Any, Any]] = {}
         self._exemplars = exemplars
         self._children: dict[tuple[str, str], _Children] = {}
         self._lock = threading.Lock()
@@ -99,6 +107,8 @@ class MultiprocessPrometheusBackend:
         if not with_agent_label:  # Every series exists from the start: rates work on fresh systems.
             for depth in range(1, max_depth + 1):
                 self._bound(str(depth), "")
+                if not with_model_label:
+                    self._cost_bound(str(depth), "", "")
 
     def _bound(self, depth: str, agent: str) -> _Children:
         key = (depth, agent)
@@ -109,6 +119,21 @@ class MultiprocessPrometheusBackend:
                 if children is None:
                     values = (depth, agent) if self._with_agent else (depth,)
                     children = self._children[key] = _Children(self._metrics, values)
+        return children
+
+    def _cost_bound(self, depth: str, agent: str, model: str) -> tuple[Any, Any, Any]:
+        key = (depth, agent, model)
+        children = self._cost_children.get(key)
+        if children is None:
+            values = [depth]
+            if self._with_agent:
+                values.append(agent)
+            if self._with_model:
+                values.append(model)
+            m = self._metrics
+            children = (m.cost.labels(*values), m.cost_total.labels(*values), m.unpriced.labels(*values))
+            with self._lock:
+                children = self._cost_children.setdefault(key, children)
         return children
 
     def started(self, run: RunView) -> None:
@@ -138,6 +163,11 @@ class MultiprocessPrometheusBackend:
         exemplar = {"trace_id": run.trace_id} if self._exemplars and run.trace_id else None
         children.turns.observe(run.turns)
         children.tokens.observe(tokens, exemplar)
+        if run.model is not None:
+            cost, total, unpriced = self._cost_bound(run.depth_label, run.agent, run.model_label)
+            cost.observe(run.cost_nanos / 1e9, exemplar)
+            total.inc(run.cost_nanos / 1e9)
+            unpriced.inc(run.unpriced_tokens)
         status = run.status
         if status is not None:
             children.duration[status].observe(run.duration_seconds, exemplar)
