@@ -18,9 +18,17 @@ import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from subagent_telemetry import Config, SubagentTelemetry
+from subagent_telemetry import Config, ExecutionLimitReached, SubagentTelemetry
 from subagent_telemetry.fleet import mark_process_dead, multiprocess_registry
-from tests.support.servers import REPO_ROOT, RunningServer, start_pushgateway, start_redis
+from tests.support.servers import (
+    REPO_ROOT,
+    RunningCluster,
+    RunningServer,
+    start_pushgateway,
+    start_redis,
+    start_redis_cluster,
+    wait_for,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -124,6 +132,69 @@ class TestKilledWorker:
             assert (meta["reserved"], meta["expired_leases"]) == (100, 3)
         meta = _meta(server, "killed")
         assert (meta["executions"], meta["tokens"], meta["reserved"]) == (5, 50, 0)
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningCluster]:
+    with start_redis_cluster(tmp_path_factory.mktemp("cluster")) as running:
+        yield running
+
+
+def _cluster_client(cluster: RunningCluster) -> Any:
+    from redis.cluster import RedisCluster
+
+    return RedisCluster.from_url(cluster.url.replace("redis+cluster://", "redis://"))
+
+
+def _cluster_meta(cluster: RunningCluster, session: str) -> dict[str, int]:
+    raw = _cluster_client(cluster).hgetall(f"subagent:{{{session}}}:meta")
+    return {k.decode(): int(v) for k, v in raw.items() if k not in (b"limits", b"cost_limit")}
+
+
+def _role(port: int) -> str:
+    return str(redis.Redis(port=port).info("replication")["role"])
+
+
+class TestCluster:
+    def test_the_fleet_race_admits_exactly_the_budget_on_a_cluster(
+        self, cluster: RunningCluster, tmp_path: Path
+    ) -> None:
+        """4 processes x 8 asyncio tasks on a 3-master Redis Cluster admit exactly 500 executions."""
+        config = _config(cluster.url, "cluster-race", {"estimated_tokens": 10}, max_executions=500)
+        results = _race(tmp_path, config, processes=4, tokens=10)
+        assert sum(r["admitted"] for r in results) == 500
+        meta = _cluster_meta(cluster, "cluster-race")
+        assert (meta["executions"], meta["tokens"], meta["reserved"]) == (500, 5000, 0)
+
+    def test_a_manual_failover_keeps_every_count_and_lease(self, cluster: RunningCluster) -> None:
+        """CLUSTER FAILOVER on the session's replica: counts, open leases and the budget carry on."""
+        session = "cluster-failover"
+        config = _config(cluster.url, session, {"estimated_tokens": 5}, max_executions=10, max_concurrency=5)
+        tel = SubagentTelemetry(Config.model_validate(config), registry=CollectorRegistry())
+        for _ in range(3):
+            with tel.execution("before") as run:
+                run.record_tokens(output=1)
+        held = [tel.start("held") for _ in range(2)]
+        client = _cluster_client(cluster)
+        master = client.get_node_from_key(f"subagent:{{{session}}}:meta")
+        shard = next(s for s in client.cluster_shards() if any(n[b"port"] == master.port for n in s["nodes"]))
+        replica = next(n[b"port"] for n in shard["nodes"] if n[b"role"] == b"replica")
+        redis.Redis(port=replica).execute_command("CLUSTER", "FAILOVER")
+        wait_for(lambda: _role(replica) == "master" and _role(master.port) == "slave", 20.0, 0.05)
+        wait_for(cluster.ready, 20.0, 0.1)
+        meta = _cluster_meta(cluster, session)
+        assert (meta["executions"], meta["tokens"], meta["reserved"]) == (5, 3, 10)
+        assert _cluster_client(cluster).zcard(f"subagent:{{{session}}}:leases") == 2
+        for handle in held:
+            handle.record_completion(tokens=2)
+        for _ in range(5):
+            with tel.execution("after"):
+                pass
+        with pytest.raises(ExecutionLimitReached, match="10/10"):
+            tel.execution("over").__enter__()
+        meta = _cluster_meta(cluster, session)
+        assert (meta["executions"], meta["tokens"], meta["reserved"]) == (10, 7, 0)
+        assert _cluster_client(cluster).zcard(f"subagent:{{{session}}}:leases") == 0
 
 
 def _families(text: bytes) -> dict[str, list[Any]]:

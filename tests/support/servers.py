@@ -403,6 +403,110 @@ def start_redis(tmp_path: Path, extra_args: Sequence[str] = ()) -> RunningServer
     )
 
 
+def _redis_info(port: int, section: str) -> dict[str, str]:
+    """``INFO section`` (or ``CLUSTER INFO`` for "cluster") of the Redis on ``port``, as a dict."""
+    command = b"CLUSTER INFO\r\n" if section == "cluster" else f"INFO {section}\r\n".encode()
+    with socket.create_connection(("127.0.0.1", port), timeout=2.0) as sock:
+        sock.sendall(command)
+        header = b""
+        while not header.endswith(b"\r\n"):
+            header += sock.recv(1)
+        size = int(header[1:-2])
+        body = b""
+        while len(body) < size + 2:
+            body += sock.recv(size + 2 - len(body))
+    pairs = (line.split(":", 1) for line in body.decode().splitlines() if ":" in line)
+    return dict(pairs)  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True)
+class RunningCluster:
+    """A Redis Cluster on 127.0.0.1: ``nodes`` (masters first, then one replica per master at start)."""
+
+    nodes: list[RunningServer]
+    masters: int
+
+    @property
+    def url(self) -> str:
+        """A ``redis+cluster://`` URL (any node: the client discovers the others)."""
+        return f"redis+cluster://127.0.0.1:{self.nodes[0].port}"
+
+    def ready(self) -> bool:
+        """Every node sees the cluster ok, and every replica's link to its master is up."""
+        for node in self.nodes:
+            if not node.process.running():
+                return False
+            if _redis_info(node.port, "cluster").get("cluster_state") != "ok":
+                return False
+            replication = _redis_info(node.port, "replication")
+            if replication.get("role") == "slave" and replication.get("master_link_status") != "up":
+                return False
+        return True
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            node.stop()
+
+    def __enter__(self) -> RunningCluster:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+def start_redis_cluster(tmp_path: Path, masters: int = 3, replicas: int = 1) -> RunningCluster:
+    """Redis Cluster: ``masters`` masters with ``replicas`` replicas each, every node on free loopback
+    ports (client and cluster bus), created with ``redis-cli --cluster create``; ready when every node
+    reports ``cluster_state:ok`` and every replica is in sync."""
+    binary, cli = tool("redis-server"), tool("redis-cli")
+    nodes: list[RunningServer] = []
+    try:
+        for _ in range(masters * (1 + replicas)):
+            workdir = _workdir(tmp_path, "redis-cluster")
+            port, bus = free_port(), free_port()
+            args = [
+                binary, "--port", str(port), "--cluster-port", str(bus), "--bind", "127.0.0.1",
+                "--cluster-enabled", "yes", "--cluster-config-file", str(workdir / "nodes.conf"),
+                "--cluster-node-timeout", "2000", "--save", "", "--appendonly", "no",
+                "--repl-diskless-sync-delay", "0", "--dir", str(workdir),
+            ]  # fmt: skip
+            nodes.append(
+                _start(
+                    "redis",
+                    args,
+                    workdir=workdir,
+                    port=port,
+                    url=f"redis://127.0.0.1:{port}",
+                    ready=lambda p, port=port: p.wait_ready(probe=lambda: redis_ping(port)),
+                )
+            )
+        addresses = [f"127.0.0.1:{node.port}" for node in nodes]
+        created = subprocess.run(
+            [cli, "--cluster", "create", *addresses, "--cluster-replicas", str(replicas), "--cluster-yes"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        if created.returncode != 0:
+            msg = (
+                f"redis-cli --cluster create failed ({created.returncode}):\n{created.stdout}{created.stderr}"
+            )
+            raise ServerStartError(msg)
+        cluster = RunningCluster(nodes=nodes, masters=masters)
+        wait_for(cluster.ready, 30.0, 0.1)
+    except BaseException:
+        for node in nodes:
+            node.stop()
+        raise
+    return cluster
+
+
 def promtool_check_metrics(text: str) -> tuple[int, str]:
     """Run `promtool check metrics` on `text`; return its exit code and combined output."""
     result = subprocess.run(
