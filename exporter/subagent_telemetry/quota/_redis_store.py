@@ -180,7 +180,10 @@ class LoopClients:
 
     def __init__(self, url: str) -> None:
         self._url = url
-        self._clients: dict[asyncio.AbstractEventLoop, tuple[Any, AsyncIterator[None]]] = {}
+        #: loop -> (client, its watcher, done once the client is ready for concurrent use)
+        self._clients: dict[
+            asyncio.AbstractEventLoop, tuple[Any, AsyncIterator[None], asyncio.Future[None]]
+        ] = {}
         self._lock = threading.Lock()
 
     def __len__(self) -> int:
@@ -190,14 +193,29 @@ class LoopClients:
         loop = asyncio.get_running_loop()
         entry = self._clients.get(loop)
         if entry is not None:
+            if not entry[2].done():  # Another task of this loop is initializing it.
+                await asyncio.shield(entry[2])
             return entry[0]
         with self._lock:
             for other in [other for other in self._clients if other.is_closed()]:
                 del self._clients[other]
             client = connect_async(self._url)
             watcher = self._watch(loop, client)
-            self._clients[loop] = (client, watcher)
+            ready: asyncio.Future[None] = loop.create_future()
+            self._clients[loop] = (client, watcher, ready)
         await anext(watcher)  # Started in this loop: the loop now finalizes it at shutdown.
+        try:
+            # A cluster client maps its slots first: tasks racing through its lazy initialization
+            # reinitialize it under each other and break each other's connections (redis-py).
+            if isinstance(client, AsyncRedisCluster):
+                await client.initialize()
+        except BaseException:
+            with self._lock:
+                if self._clients.get(loop, (None,))[0] is client:
+                    del self._clients[loop]
+            raise
+        finally:
+            ready.set_result(None)
         return client
 
     async def _watch(self, loop: asyncio.AbstractEventLoop, client: Any) -> AsyncIterator[None]:
