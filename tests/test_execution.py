@@ -417,6 +417,27 @@ class TestConcurrency:
         with tel.execution("parent"), pytest.raises(ConcurrencyLimitReached), tel.execution("child"):
             pass
 
+    def test_nested_refusal_suggests_only_fixes_that_work_for_it(self, telemetry_factory: Factory) -> None:
+        """A refused child is told to raise max_concurrency, never concurrency_timeout (it never waits)."""
+        tel = telemetry_factory(make_config(max_concurrency=1, concurrency_timeout=0.05))
+        with tel.execution("parent"), pytest.raises(ConcurrencyLimitReached) as info, tel.execution("child"):
+            pass
+        assert info.value.nested
+        message = str(info.value)
+        assert "Raise agent.subagent.max_concurrency to allow more." in message
+        assert "or agent.subagent.concurrency_timeout" not in message
+        assert "never waits" in message
+
+    def test_top_level_refusal_suggests_the_admission_timeout(self, telemetry_factory: Factory) -> None:
+        """A top-level execution that waited in vain is told it may wait longer (concurrency_timeout)."""
+        tel = telemetry_factory(make_config(max_concurrency=1, concurrency_timeout=0.01))
+        holder = tel.start("holder")
+        with pytest.raises(ConcurrencyLimitReached) as info, tel.execution("late"):
+            pass
+        holder.finish()
+        assert not info.value.nested
+        assert "agent.subagent.concurrency_timeout" in str(info.value)
+
     def test_cancelled_waiter_gives_its_slot_back(self, telemetry_factory: Factory) -> None:
         """A task cancelled while waiting for a slot does not leak it."""
         tel = telemetry_factory(make_config(max_concurrency=1))

@@ -15,6 +15,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from subagent_telemetry import (
+    ConcurrencyLimitReached,
     Config,
     ExecutionLimitReached,
     QuotaExceeded,
@@ -288,6 +289,18 @@ class TestScripts:
             assert time.monotonic() - started >= 0.2
         with mine.execution("now-free"):
             pass
+
+    def test_a_nested_execution_refused_fleet_wide_is_told_it_never_waits(
+        self, server: RunningServer
+    ) -> None:
+        """A child refused by the fleet's limit gets the nested advice, not concurrency_timeout."""
+        config = _config(server.url, "fleet-nested", max_concurrency=2, concurrency_timeout=0.2)
+        other, mine = _tel(config), _tel(config)
+        with other.execution("holder"), mine.execution("parent"):
+            with pytest.raises(ConcurrencyLimitReached, match="fleet-wide") as info, mine.execution("child"):
+                pass
+            assert info.value.nested
+            assert "or agent.subagent.concurrency_timeout" not in str(info.value)
 
     def test_a_lost_reply_then_retry_counts_once(self, server: RunningServer) -> None:
         """The reply of a reserve is dropped after the script ran; redis-py's retry gets the same one."""

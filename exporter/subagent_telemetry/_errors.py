@@ -144,14 +144,34 @@ class TurnLimitExceeded(QuotaExceeded):
 
 
 class ConcurrencyLimitReached(QuotaExceeded):
-    """No concurrency slot became free within the admission timeout.
+    """No concurrency slot was free: a top-level execution waited ``concurrency_timeout`` in vain, or a
+    nested one (``nested``: it never waits) found none free.
 
-    Causes and fixes: docs/tuning.md#concurrency-limit-reached.
+    The message suggests only fixes that work for the case: ``concurrency_timeout`` does nothing for a
+    nested execution. Causes and fixes: docs/tuning.md#concurrency-limit-reached.
     """
 
     resource = Resource.CONCURRENCY
     heading = "Concurrency limit reached"
     config_key = "agent.subagent.max_concurrency (or agent.subagent.concurrency_timeout)"
+
+    def __init__(self, used: float, limit: float, detail: str = "", *, nested: bool = False) -> None:
+        self.nested = nested
+        self._detail = detail
+        if nested:
+            self.config_key = "agent.subagent.max_concurrency"
+            detail = (
+                "A nested execution never waits for a slot (its ancestors hold theirs; waiting could "
+                "deadlock), so concurrency_timeout does not help: leave a slot per child or start fewer "
+                f"children at once. {detail}"
+            ).rstrip()
+        super().__init__(used, limit, detail)
+
+    def as_nested(self) -> ConcurrencyLimitReached:
+        """The same refusal as seen by a nested execution (the store that raised it cannot tell)."""
+        if self.nested:
+            return self
+        return ConcurrencyLimitReached(self.used, self.limit, self._detail, nested=True)
 
     def _figures(self) -> str:
         return f"{_fmt(self.used)} active >= {_fmt(self.limit)}"

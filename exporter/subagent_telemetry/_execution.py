@@ -363,7 +363,7 @@ class Execution:
                 self._lease = tracker.acquire(self._wait_seconds() if wait else 0.0)
                 self.usage_at_start = self._lease.usage
         except BaseException as error:
-            self._admission_failed(error)
+            self._admission_failed(error, nested=not wait)
         self._started_at = self._tel._clock() or 1e-9
         self._tel._recorder.started(self)
 
@@ -377,12 +377,14 @@ class Execution:
             self._lease = await tracker.acquire_async(self._wait_seconds() if wait else 0.0)
             self.usage_at_start = self._lease.usage
         except BaseException as error:
-            self._admission_failed(error)
+            self._admission_failed(error, nested=not wait)
         self._started_at = self._tel._clock() or 1e-9
         self._tel._recorder.started(self)
 
-    def _admission_failed(self, error: BaseException) -> NoReturn:
+    def _admission_failed(self, error: BaseException, nested: bool) -> NoReturn:
         self._release_slot()
+        if nested and isinstance(error, ConcurrencyLimitReached):
+            error = error.as_nested()
         if isinstance(error, QuotaExceeded):
             self._refuse(error)
         raise error
@@ -397,7 +399,7 @@ class Execution:
         """Take a concurrency slot (only top-level admissions wait for one), then the budget."""
         slots = self._tel._slots
         if not slots.try_acquire() and (nested or not slots.acquire(self._wait_seconds())):
-            self._refuse(ConcurrencyLimitReached(slots.in_use, slots.limit))
+            self._refuse(ConcurrencyLimitReached(slots.in_use, slots.limit, nested=nested))
         self._slot = True
         self._reserve(wait=not nested)
 
@@ -405,7 +407,7 @@ class Execution:
         """``_admit_sync`` for asyncio code: waiting for a slot or the store never blocks the loop."""
         slots = self._tel._slots
         if not slots.try_acquire() and (nested or not await slots.acquire_async(self._wait_seconds())):
-            self._refuse(ConcurrencyLimitReached(slots.in_use, slots.limit))
+            self._refuse(ConcurrencyLimitReached(slots.in_use, slots.limit, nested=nested))
         self._slot = True
         await self._reserve_async(wait=not nested)
 
