@@ -247,6 +247,22 @@ class TestScripts:
         assert len(os.listdir("/proc/self/fd")) <= fds
         assert _meta(server.url, "loops")["tokens"] == 201
 
+    @pytest.mark.parametrize("value", [float("nan"), float("inf"), 1.5, True, -7, 2**63, 10**30])
+    def test_bad_token_counts_never_reach_redis(self, server: RunningServer, value: object) -> None:
+        """A count that is not a whole number in range is dropped before the store: no ResponseError,
+        the fleet total unchanged, the budget still enforced."""
+        session = f"bad-tokens-{abs(hash(repr(value)))}"
+        tel = _tel(_config(server.url, session, max_total_tokens=100))
+        with tel.execution("a") as run:
+            run.record_tokens(input=value)  # type: ignore[arg-type]
+            run.record_response(total=value)  # type: ignore[arg-type]
+            run.record_tokens(input=40, output=2)
+        assert _meta(server.url, session)["tokens"] == 42
+        with pytest.raises(QuotaExceeded), tel.execution("b") as run:
+            run.record_tokens(input=100)
+        with pytest.raises(QuotaExceeded):
+            tel.start("refused")
+
     def test_astart_does_not_block_the_event_loop_on_the_store(self, server: RunningServer) -> None:
         """While Redis is paused, tel.astart awaits the asyncio client: other tasks keep running."""
         tel = _tel(_config(server.url, "astart"))

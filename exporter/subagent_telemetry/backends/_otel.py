@@ -9,7 +9,6 @@ and ``finished`` (called in the same context) restores the previous one.
 from __future__ import annotations
 
 import atexit
-import contextlib
 import threading
 from collections.abc import Callable
 from contextvars import Token
@@ -46,6 +45,8 @@ class _RunState:
     """What the backend keeps per execution: its span, the context token, and subtree token totals."""
 
     __slots__ = (
+        "ended",
+        "outer",
         "span",
         "subtree_cost_nanos",
         "subtree_executions",
@@ -58,6 +59,12 @@ class _RunState:
     def __init__(self, span: Any, token: Token[Context] | None) -> None:
         self.span = span
         self.token = token
+        self.ended = False
+        #: The context current before this span was attached (restored if exits come out of order).
+        self.outer: Context | None = None
+        if token is not None:
+            outer = token.old_value
+            self.outer = Context() if outer is Token.MISSING else outer
         #: Totals of finished descendants (this execution's own tokens are added when it finishes).
         self.subtree_input = 0
         self.subtree_output = 0
@@ -310,9 +317,13 @@ class OtelBackend:
                 parent_state.subtree_tokens += subtree_tokens
                 parent_state.subtree_executions += state.subtree_executions + 1
                 parent_state.subtree_cost_nanos += subtree_cost
-        if state.token is not None:
-            _detach(state.token)
+        token = state.token
+        if token is not None:
             state.token = None
+            restored = _detach(token)
+            if not restored or (isinstance(parent_state, _RunState) and parent_state.ended):
+                _repair_context(run)
+        state.ended = True
         span.end()
 
     def _set_cost_attributes(self, span: Any, run: RunView, subtree_cost_nanos: int) -> None:
@@ -333,14 +344,40 @@ class OtelBackend:
         span.set_attributes(attributes)
 
 
-def _detach(token: Token[Context]) -> None:
-    """Restore the OTel context of ``token``; when the execution ends in another context (a generator
-    finalized elsewhere) that context is left as it is, without the SDK's error log."""
+def _detach(token: Token[Context]) -> bool:
+    """Restore the OTel context of ``token``; ``False`` when the execution ends in another context (a
+    generator finalized elsewhere): that context is left as it is, without the SDK's error log."""
     if isinstance(token, Token):
-        with contextlib.suppress(ValueError, RuntimeError):
+        try:
             token.var.reset(token)
-    else:  # pragma: no cover - a runtime context other than contextvars (OTEL_PYTHON_CONTEXT)
-        otel_context.detach(token)
+        except (ValueError, RuntimeError):
+            return False
+        return True
+    otel_context.detach(token)  # pragma: no cover - a runtime context other than contextvars
+    return True
+
+
+def _repair_context(run: RunView) -> None:
+    """After an exit out of order (interleaved generators) or in another context, the current context
+    may show this run's span or an ancestor's that already ended: point it at the nearest live
+    ancestor's span, or at what was current before the outermost ended one, so later spans never
+    become children of an ended execution."""
+    current = trace.get_current_span()
+    stale = False
+    target: Context | None = None
+    node: RunView | None = run
+    while node is not None:
+        state = node.backend_state
+        if not isinstance(state, _RunState):
+            break
+        if node is not run and not state.ended:
+            target = trace.set_span_in_context(state.span)
+            break
+        stale = stale or state.span is current
+        target = state.outer
+        node = node.parent
+    if stale and target is not None:
+        otel_context.attach(target)
 
 
 def _quota_event(resource: Resource, used: float, limit: float) -> dict[str, Any]:
