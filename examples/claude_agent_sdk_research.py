@@ -31,7 +31,7 @@ SCRIPT = {
     "coordinator": [
         Reply("Delegating.", tools=[delegate("researcher", "find sources"), delegate("writer", "draft")],
               input_tokens=200, output_tokens=30),
-        Reply("The report.", input_tokens=650, output_tokens=120),
+        Reply("the report", input_tokens=650, output_tokens=120),
     ],
     "researcher": [
         Reply("Checking.", tools=[delegate("fact_checker", "check the claims")],

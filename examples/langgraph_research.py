@@ -3,8 +3,8 @@
     python examples/langgraph_research.py
 
 A coordinator graph plans, runs a researcher and a writer subgraph in parallel, then summarizes; the
-researcher subgraph runs a fact-checker subgraph. Runs offline with langchain-core's fake chat model
-(answers with usage_metadata) and prints what was recorded per depth.
+researcher subgraph searches, runs a fact-checker subgraph, and concludes. Runs offline with
+langchain-core's fake chat model (answers with usage_metadata) and prints what was recorded per depth.
 """
 
 from __future__ import annotations
@@ -50,7 +50,10 @@ def graph(name: str, *nodes: tuple[str, Any]) -> Any:
 # langchain.chat_models.init_chat_model("anthropic:claude-sonnet-4-5") (and set its API key).
 fact_checker = graph("fact_checker", ("check", ask(fake_model("all true", 40, 8))))
 researcher = graph(
-    "researcher", ("search", ask(fake_model("three sources", 120, 15))), ("verify", fact_checker)
+    "researcher",
+    ("search", ask(fake_model("found sources", 120, 15))),
+    ("verify", fact_checker),
+    ("conclude", ask(fake_model("three sources", 180, 60))),
 )
 writer = graph("writer", ("draft", ask(fake_model("a draft", 90, 300))))
 

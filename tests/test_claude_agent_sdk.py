@@ -125,6 +125,21 @@ class TestTurnsAndTokens:
         assert at_depth(registry, 2).executions == at_depth(registry, 2).completions == 1
         assert (at_depth(registry, 2).turns, at_depth(registry, 2).tokens) == (1, 44)
 
+    def test_legacy_task_tool_launches_a_subagent(
+        self, telemetry_factory: Factory, registry: CollectorRegistry
+    ) -> None:
+        """The ``Task`` tool of older CLIs is recorded like ``Agent``."""
+        script = [
+            assistant("m1", agent_call("toolu_a", tool="Task")),
+            pre_agent("toolu_a", tool="Task"),
+            task_started("task-a", "toolu_a"),
+            assistant("m2", input_tokens=40, output_tokens=4, parent="toolu_a"),
+            task_notification("task-a", "toolu_a"),
+            result(),
+        ]
+        play(telemetry_factory(), script)
+        assert (at_depth(registry, 2).completions, at_depth(registry, 2).tokens) == (1, 44)
+
     def test_unforwarded_subagent_takes_its_task_total(
         self, telemetry_factory: Factory, registry: CollectorRegistry
     ) -> None:

@@ -378,6 +378,7 @@ def test_example_runs_offline_and_prints_each_depth() -> None:
     assert "final output: the report" in out
     assert 'subagent_executions_total{depth="3"} 1.0' in out
     assert 'subagent_tokens_consumed_sum{depth="1"} 1000.0' in out
+    assert 'subagent_tokens_consumed_sum{depth="2"} 765.0' in out
 
 
 def test_benchmark_runs_and_checks_every_response_counted() -> None:

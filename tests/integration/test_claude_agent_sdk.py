@@ -303,6 +303,6 @@ def test_example_runs_offline_and_prints_each_depth() -> None:
     out = subprocess.run(
         [sys.executable, str(example)], capture_output=True, text=True, check=True, timeout=120
     )
-    assert "final output: The report." in out.stdout
+    assert "final output: the report" in out.stdout
     assert 'subagent_executions_total{depth="2"} 2.0' in out.stdout
     assert 'subagent_executions_total{depth="3"} 1.0' in out.stdout

@@ -151,19 +151,21 @@ def text(value: str) -> dict[str, Any]:
     return {"type": "text", "text": value}
 
 
-def agent_call(tool_use_id: str, subagent_type: str = "researcher") -> dict[str, Any]:
+def agent_call(tool_use_id: str, subagent_type: str = "researcher", tool: str = "Agent") -> dict[str, Any]:
     return {
         "type": "tool_use",
         "id": tool_use_id,
-        "name": "Agent",
+        "name": tool,
         "input": {"description": "task", "prompt": "do it", "subagent_type": subagent_type},
     }
 
 
-def pre_agent(tool_use_id: str, agent_id: str | None = None, *, wait: bool = True) -> Hook:
+def pre_agent(
+    tool_use_id: str, agent_id: str | None = None, *, wait: bool = True, tool: str = "Agent"
+) -> Hook:
     """The PreToolUse hook for an Agent call (made by subagent ``agent_id``, or the session)."""
     data: dict[str, Any] = {
-        "tool_name": "Agent",
+        "tool_name": tool,
         "tool_input": {"description": "task", "prompt": "do it", "subagent_type": "researcher"},
         "tool_use_id": tool_use_id,
         "transcript_path": "/dev/null",
