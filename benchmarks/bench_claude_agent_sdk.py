@@ -1,11 +1,11 @@
 """Claude Agent SDK integration: what ``claude_agent_sdk.instrument(tel)`` adds per model response.
 
 The SDK's own ``query()`` runs over the same scripted ``Transport`` (tests/support/scripted_claude.py:
-the CLI's side of the protocol, no process) with and without the integration, batches interleaved, timed in process CPU time. A
-session streams ``responses`` assistant messages, each sent twice as the CLI does (one per content
-block), so the per-session cost (admission, hooks, outcome) is spread over them; the single-response
-session is the worst case. With the real CLI a response takes the model's time plus the CLI's, so
-these ratios are an upper bound.
+the CLI's side of the protocol, no process) with and without the integration, batches interleaved,
+timed in process CPU time. A session streams ``responses`` assistant messages, each sent twice as the
+CLI does (one per content block), so the per-session cost (admission, hooks, outcome) is spread over
+them; the single-response session is the worst case. With the real CLI a response also costs the
+model's time and the CLI's own work, so these ratios are an upper bound.
 """
 
 from __future__ import annotations

@@ -1,9 +1,10 @@
 """LangGraph integration: what ``langgraph.instrument(tel)`` adds per model response.
 
 The same graph runs on the same in-process fake chat model with and without the integration, batches
-interleaved so both share the machine's noise. A run makes ``responses`` model calls (one node looping),
-so the per-run cost (admission, outcome) is spread over them as in a real agent; the single-response
-run is the worst case, where it is not spread at all.
+interleaved so both share the machine's noise, timed in process CPU time (``time.process_time``: other
+processes on a shared machine do not count, LangGraph's worker threads do). A run makes ``responses``
+model calls (one node looping), so the per-run cost (admission, outcome) is spread over them as in a
+real agent; the single-response run is the worst case, where it is not spread at all.
 """
 
 from __future__ import annotations
