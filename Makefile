@@ -11,7 +11,7 @@ venv: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[dev,otel,redis,dashboards,cost,tools,langgraph,claude-agent-sdk]'
+	$(PY) -m pip install -q -e '.[dev,otel,redis,dashboards,cost,tools,langgraph,claude-agent-sdk,openai-agents,pydantic-ai]'
 	touch $@
 
 tools:
