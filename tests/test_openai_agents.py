@@ -9,6 +9,7 @@ import sys
 import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -440,3 +441,18 @@ class TestInstrumentation:
         )
         out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
         assert "pip install 'subagent-telemetry[openai-agents]'" in out
+
+
+class TestExample:
+    def test_example_runs_offline_and_prints_the_metrics(self) -> None:
+        """examples/openai_agents_research.py runs offline as is and prints the per-depth series."""
+        script = Path(__file__).resolve().parents[1] / "examples" / "openai_agents_research.py"
+        out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, check=True).stdout
+        assert "final output: the report" in out
+        for line in (
+            'subagent_executions_total{depth="2"} 2.0',
+            'subagent_tokens_consumed_sum{depth="1"} 1000.0',
+            'subagent_tokens_consumed_sum{depth="2"} 765.0',
+            'subagent_tokens_consumed_sum{depth="3"} 48.0',
+        ):
+            assert line in out.splitlines()
