@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import math
 import subprocess
 import sys
 import warnings
@@ -20,6 +21,7 @@ from agents import (
     RunHooks,
     Runner,
     Usage,
+    UserError,
     function_tool,
     set_tracing_disabled,
 )
@@ -32,7 +34,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from prometheus_client import CollectorRegistry
 
-from subagent_telemetry import SubagentTelemetry, TokenLimitExceeded
+from subagent_telemetry import DepthLimitExceeded, SubagentTelemetry, TokenLimitExceeded
 from subagent_telemetry.integrations import openai_agents
 from tests.conftest import make_config
 from tests.support.agent_metrics import assert_invariant, per_depth, total
@@ -353,6 +355,38 @@ class TestRefusals:
         assert per_depth(registry, "subagent_tokens_consumed_sum", 3) == [82, 30, 0]
         assert_invariant(registry)
 
+    def test_a_failure_function_lets_the_parent_model_read_the_refusal(
+        self, telemetry_factory: Factory
+    ) -> None:
+        """as_tool(failure_error_function=...) shows the parent model why its subagent was refused."""
+        child = agent("child", reply("never", 1, 1))
+        parent = Agent(
+            name="parent",
+            model=ScriptedModel([delegate("child", input=1, output=1), reply("done", 1, 1)]),
+            tools=[child.as_tool("child", "ask child", failure_error_function=lambda ctx, error: str(error))],
+        )
+        openai_agents.instrument(telemetry_factory(make_config(max_depth=1)))
+        assert asyncio.run(Runner.run(parent, "go")).final_output == "done"
+        assert tool_outputs(parent.model)["call-child"].startswith("Depth limit exceeded")
+
+    def test_without_a_failure_function_the_refusal_fails_the_parent_as_that_quota_error(
+        self, telemetry_factory: Factory, registry: CollectorRegistry
+    ) -> None:
+        """With failure_error_function=None the SDK's UserError fails the parent, classified by its cause."""
+        child = agent("child", reply("never", 1, 1))
+        parent = Agent(
+            name="parent",
+            model=ScriptedModel([delegate("child", input=1, output=1)]),
+            tools=[child.as_tool("child", "ask child", failure_error_function=None)],
+        )
+        openai_agents.instrument(telemetry_factory(make_config(max_depth=1)))
+        with pytest.raises(UserError) as raised:
+            asyncio.run(Runner.run(parent, "go"))
+        assert isinstance(raised.value.__cause__, DepthLimitExceeded)
+        assert per_depth(registry, "subagent_errors_total", 2, error_type="max_depth_reached") == [1, 1]
+        assert total(registry, "subagent_quota_rejections_total", resource="depth") == 1
+        assert_invariant(registry)
+
 
 class TestSpans:
     def test_spans_nest_like_executions(self) -> None:
@@ -456,3 +490,14 @@ class TestExample:
             'subagent_tokens_consumed_sum{depth="3"} 48.0',
         ):
             assert line in out.splitlines()
+
+
+class TestBenchmark:
+    def test_benchmark_reports_both_sides_and_the_ratio(self) -> None:
+        """benchmarks/bench_openai_agents.py runs (tiny sizes): finite times, a ratio per run length."""
+        from benchmarks import bench_openai_agents
+
+        figures = bench_openai_agents.run(quick=True)["figures"]
+        assert len(figures) == 8
+        assert all(math.isfinite(f["value"]) for f in figures)
+        assert [f["unit"] for f in figures].count("x") == 2

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import math
 import subprocess
 import sys
 import warnings
@@ -450,3 +451,14 @@ class TestExample:
             'subagent_tokens_consumed_sum{depth="3"} 48.0',
         ):
             assert line in out.splitlines()
+
+
+class TestBenchmark:
+    def test_benchmark_reports_both_sides_and_the_ratio(self) -> None:
+        """benchmarks/bench_pydantic_ai.py runs (tiny sizes): finite times, a ratio per run length."""
+        from benchmarks import bench_pydantic_ai
+
+        figures = bench_pydantic_ai.run(quick=True)["figures"]
+        assert len(figures) == 8
+        assert all(math.isfinite(f["value"]) for f in figures)
+        assert [f["unit"] for f in figures].count("x") == 2
