@@ -1,0 +1,121 @@
+"""OpenAI Agents SDK integration: what ``openai_agents.instrument(tel)`` adds per model response.
+
+The same agent runs on the same in-process fake model with and without the integration, in one event
+loop, batches interleaved so both share the machine's noise. A run makes ``responses`` model responses
+(each but the last calls a no-op tool), so the per-run cost (admission, outcome) is spread over them as in
+a real agent; the single-response run is the worst case, where it is not spread at all.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import statistics
+import sys
+import time
+from typing import Any
+
+from agents import Agent, ModelResponse, Runner, Usage, function_tool, set_tracing_disabled
+from agents.models.interface import Model
+from agents.testing import assistant_message, function_call
+from prometheus_client import CollectorRegistry
+
+from benchmarks.bench_core import Figure, bench_config
+from subagent_telemetry import SubagentTelemetry
+from subagent_telemetry.integrations import openai_agents
+
+AREA = "openai_agents"
+INPUT_TOKENS, OUTPUT_TOKENS = 1200, 300
+
+
+class LoopModel(Model):
+    """Calls the tool until the run has ``responses - 1`` tool results, then answers (stateless)."""
+
+    def __init__(self, responses: int) -> None:
+        self.responses = responses
+        self.usage = Usage(requests=1, input_tokens=INPUT_TOKENS, output_tokens=OUTPUT_TOKENS,
+                           total_tokens=INPUT_TOKENS + OUTPUT_TOKENS)  # fmt: skip
+
+    async def get_response(
+        self, system_instructions: Any, input: Any, *args: Any, **kwargs: Any
+    ) -> ModelResponse:
+        done = sum(
+            1 for item in input if isinstance(item, dict) and item.get("type") == "function_call_output"
+        )
+        output = [assistant_message("done")] if done >= self.responses - 1 else [
+            function_call("noop", "{}", call_id=f"call-{done}")
+        ]  # fmt: skip
+        return ModelResponse(output=output, usage=self.usage, response_id=None)
+
+    def stream_response(self, *args: Any, **kwargs: Any) -> Any:  # pragma: no cover - not benchmarked
+        raise NotImplementedError
+
+
+@function_tool
+def noop() -> str:
+    """Does nothing."""
+    return "ok"
+
+
+def batch_seconds(agent: Agent[Any], runs: int) -> float:
+    async def batch() -> float:
+        start = time.perf_counter()
+        for _ in range(runs):
+            await Runner.run(agent, "go", max_turns=1000)
+        return time.perf_counter() - start
+
+    return asyncio.run(batch())
+
+
+def bench_per_response(responses: int, runs: int, repeats: int) -> list[Figure]:
+    """µs per model response bare and instrumented; the ratio and the added µs."""
+    agent = Agent(name="bench", model=LoopModel(responses), tools=[noop])
+    registry = CollectorRegistry()
+    tel = SubagentTelemetry(bench_config(default_max_turns=100), registry=registry)
+    warm_up = max(runs // 10, 1)  # Imports, schemas, label children: once on each side, not measured.
+    batch_seconds(agent, warm_up)
+    openai_agents.instrument(tel)
+    batch_seconds(agent, warm_up)
+    openai_agents.uninstrument()
+    bare, instrumented = [], []
+    for _ in range(repeats):
+        bare.append(batch_seconds(agent, runs))
+        openai_agents.instrument(tel)
+        try:
+            instrumented.append(batch_seconds(agent, runs))
+        finally:
+            openai_agents.uninstrument()
+    expected = (runs * repeats + warm_up) * responses
+    recorded = registry.get_sample_value("subagent_turns_used_sum", {"depth": "1"})
+    assert recorded == expected, (recorded, expected)  # Every response recorded once, none twice.
+    per = runs * responses
+    bare_us = statistics.median(bare) / per * 1e6
+    inst_us = statistics.median(instrumented) / per * 1e6
+    label = f"{responses} response{'s' if responses > 1 else ''} per run"
+    return [
+        Figure(f"SDK alone, µs per response ({label})", bare_us, "µs"),
+        Figure(f"instrumented, µs per response ({label})", inst_us, "µs"),
+        Figure(f"added per response ({label})", inst_us - bare_us, "µs"),
+        Figure(f"instrumented / SDK alone ({label})", inst_us / bare_us, "x"),
+    ]
+
+
+def run(quick: bool = False) -> dict[str, Any]:
+    set_tracing_disabled(True)
+    runs, repeats = (3, 2) if quick else (50, 5)
+    figures: list[Figure] = []
+    for responses in (1, 8):
+        print(f"openai_agents: {responses} responses per run ...", file=sys.stderr, flush=True)
+        figures += bench_per_response(responses, runs, repeats)
+    details = {
+        "workload": "Runner.run on an in-process fake Model; every response but the last calls a no-op tool",
+        "sdk": "openai-agents " + __import__("agents").__version__,
+    }
+    return {"area": AREA, "figures": [f.as_dict() for f in figures], "details": details}
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("PYTHONHASHSEED", "0")
+    import json
+
+    print(json.dumps(run(quick="--quick" in sys.argv), indent=2, ensure_ascii=False))

@@ -1,0 +1,122 @@
+"""pydantic-ai integration: what ``pydantic_ai.instrument(tel)`` adds per model request.
+
+The same agent runs on the same in-process ``FunctionModel`` with and without the integration, in one
+event loop, batches interleaved so both share the machine's noise. A run makes ``responses`` model
+requests (each but the last calls a no-op tool), so the per-run cost (admission, outcome) is spread over
+them as in a real agent; the single-request run is the worst case, where it is not spread at all.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import statistics
+import sys
+import time
+from typing import Any
+
+from prometheus_client import CollectorRegistry
+from pydantic_ai import (
+    Agent,
+    ModelMessage,
+    ModelRequest,
+    ModelResponse,
+    TextPart,
+    ToolCallPart,
+    ToolReturnPart,
+)
+from pydantic_ai.models.function import AgentInfo, FunctionModel
+from pydantic_ai.usage import RequestUsage
+
+from benchmarks.bench_core import Figure, bench_config
+from subagent_telemetry import SubagentTelemetry
+from subagent_telemetry.integrations import pydantic_ai
+
+AREA = "pydantic_ai"
+INPUT_TOKENS, OUTPUT_TOKENS = 1200, 300
+
+
+def loop_model(responses: int) -> FunctionModel:
+    """Calls the tool until the run has ``responses - 1`` tool results, then answers (stateless)."""
+
+    def respond(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
+        done = sum(
+            isinstance(part, ToolReturnPart)
+            for message in messages
+            if isinstance(message, ModelRequest)
+            for part in message.parts
+        )
+        part = (
+            TextPart("done")
+            if done >= responses - 1
+            else ToolCallPart("noop", {}, tool_call_id=f"call-{done}")
+        )
+        return ModelResponse(
+            parts=[part], usage=RequestUsage(input_tokens=INPUT_TOKENS, output_tokens=OUTPUT_TOKENS)
+        )
+
+    return FunctionModel(respond)
+
+
+def batch_seconds(agent: Agent[None, str], runs: int) -> float:
+    async def batch() -> float:
+        start = time.perf_counter()
+        for _ in range(runs):
+            await agent.run("go")
+        return time.perf_counter() - start
+
+    return asyncio.run(batch())
+
+
+def bench_per_response(responses: int, runs: int, repeats: int) -> list[Figure]:
+    """µs per model request bare and instrumented; the ratio and the added µs."""
+    agent = Agent(loop_model(responses), name="bench")
+    agent.tool_plain(lambda: "ok", name="noop")
+    registry = CollectorRegistry()
+    tel = SubagentTelemetry(bench_config(default_max_turns=100), registry=registry)
+    warm_up = max(runs // 10, 1)  # Imports, schemas, label children: once on each side, not measured.
+    batch_seconds(agent, warm_up)
+    pydantic_ai.instrument(tel)
+    batch_seconds(agent, warm_up)
+    pydantic_ai.uninstrument()
+    bare, instrumented = [], []
+    for _ in range(repeats):
+        bare.append(batch_seconds(agent, runs))
+        pydantic_ai.instrument(tel)
+        try:
+            instrumented.append(batch_seconds(agent, runs))
+        finally:
+            pydantic_ai.uninstrument()
+    expected = (runs * repeats + warm_up) * responses
+    recorded = registry.get_sample_value("subagent_turns_used_sum", {"depth": "1"})
+    assert recorded == expected, (recorded, expected)  # Every request recorded once, none twice.
+    per = runs * responses
+    bare_us = statistics.median(bare) / per * 1e6
+    inst_us = statistics.median(instrumented) / per * 1e6
+    label = f"{responses} request{'s' if responses > 1 else ''} per run"
+    return [
+        Figure(f"pydantic-ai alone, µs per request ({label})", bare_us, "µs"),
+        Figure(f"instrumented, µs per request ({label})", inst_us, "µs"),
+        Figure(f"added per request ({label})", inst_us - bare_us, "µs"),
+        Figure(f"instrumented / pydantic-ai alone ({label})", inst_us / bare_us, "x"),
+    ]
+
+
+def run(quick: bool = False) -> dict[str, Any]:
+    runs, repeats = (3, 2) if quick else (50, 5)
+    figures: list[Figure] = []
+    for responses in (1, 8):
+        print(f"pydantic_ai: {responses} requests per run ...", file=sys.stderr, flush=True)
+        figures += bench_per_response(responses, runs, repeats)
+    details = {
+        "workload": "agent.run on FunctionModel; every request but the last calls a no-op tool",
+        "framework": "pydantic-ai-slim " + __import__("pydantic_ai").__version__,
+    }
+    return {"area": AREA, "figures": [f.as_dict() for f in figures], "details": details}
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("PYTHONHASHSEED", "0")
+    import json
+
+    print(json.dumps(run(quick="--quick" in sys.argv), indent=2, ensure_ascii=False))
