@@ -165,3 +165,20 @@ def test_execution_attributes_of_the_handle_api() -> None:
         None,
     )
     assert handle.finish() is True
+
+
+INTEGRATIONS_PUBLIC = {
+    "openai_agents": {"instrument", "uninstrument"},
+    "pydantic_ai": {"TelemetryCapability", "instrument", "uninstrument"},
+}
+
+
+def test_integration_modules_export_exactly_their_public_names() -> None:
+    """Each subagent_telemetry.integrations.<framework> module's __all__ is pinned, and every name imports."""
+    import importlib
+
+    for module_name, names in INTEGRATIONS_PUBLIC.items():
+        module = importlib.import_module(f"subagent_telemetry.integrations.{module_name}")
+        assert set(module.__all__) == names, module_name
+        for name in names:
+            assert getattr(module, name) is not None
