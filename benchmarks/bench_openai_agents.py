@@ -9,8 +9,8 @@ a real agent; the single-response run is the worst case, where it is not spread 
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
-import statistics
 import sys
 import time
 from typing import Any
@@ -18,10 +18,9 @@ from typing import Any
 from agents import Agent, ModelResponse, Runner, Usage, function_tool, set_tracing_disabled
 from agents.models.interface import Model
 from agents.testing import assistant_message, function_call
-from prometheus_client import CollectorRegistry
 
-from benchmarks.bench_core import Figure, bench_config
-from subagent_telemetry import SubagentTelemetry
+from benchmarks.bench_core import Figure
+from benchmarks.integration_overhead import per_response
 from subagent_telemetry.integrations import openai_agents
 
 AREA = "openai_agents"
@@ -67,46 +66,21 @@ def batch_seconds(agent: Agent[Any], runs: int) -> float:
     return asyncio.run(batch())
 
 
-def bench_per_response(responses: int, runs: int, repeats: int) -> list[Figure]:
-    """µs per model response bare and instrumented; the ratio and the added µs."""
-    agent = Agent(name="bench", model=LoopModel(responses), tools=[noop])
-    registry = CollectorRegistry()
-    tel = SubagentTelemetry(bench_config(default_max_turns=100), registry=registry)
-    warm_up = max(runs // 10, 1)  # Imports, schemas, label children: once on each side, not measured.
-    batch_seconds(agent, warm_up)
-    openai_agents.instrument(tel)
-    batch_seconds(agent, warm_up)
-    openai_agents.uninstrument()
-    bare, instrumented = [], []
-    for _ in range(repeats):
-        bare.append(batch_seconds(agent, runs))
-        openai_agents.instrument(tel)
-        try:
-            instrumented.append(batch_seconds(agent, runs))
-        finally:
-            openai_agents.uninstrument()
-    expected = (runs * repeats + warm_up) * responses
-    recorded = registry.get_sample_value("subagent_turns_used_sum", {"depth": "1"})
-    assert recorded == expected, (recorded, expected)  # Every response recorded once, none twice.
-    per = runs * responses
-    bare_us = statistics.median(bare) / per * 1e6
-    inst_us = statistics.median(instrumented) / per * 1e6
-    label = f"{responses} response{'s' if responses > 1 else ''} per run"
-    return [
-        Figure(f"SDK alone, µs per response ({label})", bare_us, "µs"),
-        Figure(f"instrumented, µs per response ({label})", inst_us, "µs"),
-        Figure(f"added per response ({label})", inst_us - bare_us, "µs"),
-        Figure(f"instrumented / SDK alone ({label})", inst_us / bare_us, "x"),
-    ]
-
-
 def run(quick: bool = False) -> dict[str, Any]:
     set_tracing_disabled(True)
     runs, repeats = (3, 2) if quick else (50, 5)
     figures: list[Figure] = []
     for responses in (1, 8):
         print(f"openai_agents: {responses} responses per run ...", file=sys.stderr, flush=True)
-        figures += bench_per_response(responses, runs, repeats)
+        agent = Agent(name="bench", model=LoopModel(responses), tools=[noop])
+        figures += per_response(
+            "SDK",
+            openai_agents,
+            functools.partial(batch_seconds, agent),
+            responses=responses,
+            runs=runs,
+            repeats=repeats,
+        )
     details = {
         "workload": "Runner.run on an in-process fake Model; every response but the last calls a no-op tool",
         "sdk": "openai-agents " + __import__("agents").__version__,

@@ -9,13 +9,12 @@ them as in a real agent; the single-request run is the worst case, where it is n
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
-import statistics
 import sys
 import time
 from typing import Any
 
-from prometheus_client import CollectorRegistry
 from pydantic_ai import (
     Agent,
     ModelMessage,
@@ -28,8 +27,8 @@ from pydantic_ai import (
 from pydantic_ai.models.function import AgentInfo, FunctionModel
 from pydantic_ai.usage import RequestUsage
 
-from benchmarks.bench_core import Figure, bench_config
-from subagent_telemetry import SubagentTelemetry
+from benchmarks.bench_core import Figure
+from benchmarks.integration_overhead import per_response
 from subagent_telemetry.integrations import pydantic_ai
 
 AREA = "pydantic_ai"
@@ -68,46 +67,17 @@ def batch_seconds(agent: Agent[None, str], runs: int) -> float:
     return asyncio.run(batch())
 
 
-def bench_per_response(responses: int, runs: int, repeats: int) -> list[Figure]:
-    """µs per model request bare and instrumented; the ratio and the added µs."""
-    agent = Agent(loop_model(responses), name="bench")
-    agent.tool_plain(lambda: "ok", name="noop")
-    registry = CollectorRegistry()
-    tel = SubagentTelemetry(bench_config(default_max_turns=100), registry=registry)
-    warm_up = max(runs // 10, 1)  # Imports, schemas, label children: once on each side, not measured.
-    batch_seconds(agent, warm_up)
-    pydantic_ai.instrument(tel)
-    batch_seconds(agent, warm_up)
-    pydantic_ai.uninstrument()
-    bare, instrumented = [], []
-    for _ in range(repeats):
-        bare.append(batch_seconds(agent, runs))
-        pydantic_ai.instrument(tel)
-        try:
-            instrumented.append(batch_seconds(agent, runs))
-        finally:
-            pydantic_ai.uninstrument()
-    expected = (runs * repeats + warm_up) * responses
-    recorded = registry.get_sample_value("subagent_turns_used_sum", {"depth": "1"})
-    assert recorded == expected, (recorded, expected)  # Every request recorded once, none twice.
-    per = runs * responses
-    bare_us = statistics.median(bare) / per * 1e6
-    inst_us = statistics.median(instrumented) / per * 1e6
-    label = f"{responses} request{'s' if responses > 1 else ''} per run"
-    return [
-        Figure(f"pydantic-ai alone, µs per request ({label})", bare_us, "µs"),
-        Figure(f"instrumented, µs per request ({label})", inst_us, "µs"),
-        Figure(f"added per request ({label})", inst_us - bare_us, "µs"),
-        Figure(f"instrumented / pydantic-ai alone ({label})", inst_us / bare_us, "x"),
-    ]
-
-
 def run(quick: bool = False) -> dict[str, Any]:
     runs, repeats = (3, 2) if quick else (50, 5)
     figures: list[Figure] = []
     for responses in (1, 8):
         print(f"pydantic_ai: {responses} requests per run ...", file=sys.stderr, flush=True)
-        figures += bench_per_response(responses, runs, repeats)
+        agent = Agent(loop_model(responses), name="bench")
+        agent.tool_plain(lambda: "ok", name="noop")
+        batch = functools.partial(batch_seconds, agent)
+        figures += per_response(
+            "pydantic-ai", pydantic_ai, batch, responses=responses, runs=runs, repeats=repeats
+        )
     details = {
         "workload": "agent.run on FunctionModel; every request but the last calls a no-op tool",
         "framework": "pydantic-ai-slim " + __import__("pydantic_ai").__version__,
