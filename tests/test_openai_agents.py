@@ -186,6 +186,21 @@ class TestDelegationTree:
         assert per_depth(registry, "subagent_tokens_consumed_sum", 3) == [270, 40, 6]
         assert_invariant(registry)
 
+    def test_streamed_nested_runs_nest_too(
+        self, telemetry_factory: Factory, registry: CollectorRegistry
+    ) -> None:
+        """as_tool(on_stream=...) runs its subagent with run_streamed inside the tool: one level deeper."""
+        child = agent("child", reply("streamed", 4, 5))
+        parent = Agent(
+            name="parent",
+            model=ScriptedModel([delegate("child", input=1, output=1), reply("done", 2, 2)]),
+            tools=[child.as_tool("child", "ask child", on_stream=lambda event: None)],
+        )
+        openai_agents.instrument(telemetry_factory())
+        assert asyncio.run(Runner.run(parent, "go")).final_output == "done"
+        assert per_depth(registry, "subagent_tokens_consumed_sum", 2) == [6, 9]
+        assert_invariant(registry)
+
     def test_callers_hooks_still_run(self, telemetry_factory: Factory) -> None:
         """The caller's RunHooks see every callback while the integration records."""
         seen: list[str] = []
