@@ -27,7 +27,7 @@ def public_modules() -> list[str]:
         package = importlib.import_module("subagent_telemetry.integrations")
     except ModuleNotFoundError:
         return modules
-    modules.append(package.__name__)
+    # Each module listed, not the package: pdoc would walk the package's modules a second time.
     for info in pkgutil.iter_modules(package.__path__):
         if not info.name.startswith("_"):
             modules.append(f"{package.__name__}.{info.name}")
