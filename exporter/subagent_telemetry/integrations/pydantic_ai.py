@@ -24,7 +24,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 try:
@@ -48,7 +48,7 @@ if TYPE_CHECKING:
         ToolCallPart,
         ToolDefinition,
     )
-    from pydantic_ai.capabilities import ValidatedToolArgs, WrapRunHandler
+    from pydantic_ai.capabilities import ValidatedToolArgs
 
     from .. import SubagentMetrics, SubagentTelemetry
 
@@ -72,9 +72,14 @@ class TelemetryCapability(AbstractCapability[Any]):
     )
 
     async def for_run(self, ctx: RunContext[Any]) -> TelemetryCapability:
+        """A fresh copy for one run: it holds that run's execution (concurrent runs never share one)."""
         return dataclasses.replace(self)
 
-    async def wrap_run(self, ctx: RunContext[Any], *, handler: WrapRunHandler) -> AgentRunResult[Any]:
+    async def wrap_run(
+        self, ctx: RunContext[Any], *, handler: Callable[[], Awaitable[AgentRunResult[Any]]]
+    ) -> AgentRunResult[Any]:
+        """Admit the run (``QuotaExceeded`` before any model request), run it as the current execution,
+        record its one outcome."""
         tel = self.tel
         agent_name = ctx.agent.name if ctx.agent is not None else None
         # Parent: the execution current where the run started (a tool's task carries its run's).
