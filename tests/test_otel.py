@@ -25,6 +25,7 @@ from subagent_telemetry import _catalog as cat
 from subagent_telemetry._config import Config
 from subagent_telemetry._errors import DepthLimitExceeded, TokenLimitExceeded, TurnLimitExceeded
 from subagent_telemetry._telemetry import SubagentTelemetry
+from subagent_telemetry._vocab import REJECTION_RESOURCES
 from subagent_telemetry.backends._otel_logs import RateLimitFilter
 from subagent_telemetry.backends._otel_metrics import GENAI_DURATION_BUCKETS, GENAI_TOKEN_BUCKETS
 from tests.support.expected_series import check, parity_config, run_reference_workload
@@ -181,6 +182,23 @@ class TestParityWithTheScrapePath:
         tel = make(otel)
         run_reference_workload(tel)
         assert check(tel.registry.get_sample_value) == []
+
+    def test_both_paths_count_rejections_of_the_documented_resources_only(self, otel: Otel) -> None:
+        """subagent_quota_rejections_total has the same resources on both paths, never `turns`."""
+        tel = make(otel)
+        with pytest.raises(TurnLimitExceeded), tel.execution("a", max_turns=1) as run:
+            run.record_turn()
+            run.record_turn()
+        over_otlp = {p.attributes["resource"] for p in otel.points(cat.QUOTA_REJECTIONS.otel_name)}
+        scraped = {
+            s.labels["resource"]
+            for family in tel.registry.collect()
+            if family.name == cat.QUOTA_REJECTIONS.base_name
+            for s in family.samples
+            if s.name == cat.QUOTA_REJECTIONS.name
+        }
+        assert over_otlp == scraped == {r.value for r in REJECTION_RESOURCES}
+        assert "turns" not in over_otlp
 
     def test_opentelemetry_prometheus_exporter_produces_the_scrape_names(self) -> None:
         """OTel's own Prometheus exporter names our instruments exactly like the scrape path."""

@@ -202,3 +202,12 @@ class TestExposition:
         with tel.execution("a"):
             pass
         assert b'subagent_executions_total{depth="1"} 1.0' in generate(registry)
+
+
+def test_a_second_telemetry_on_one_registry_warns_instead_of_failing(
+    registry: CollectorRegistry, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Two SubagentTelemetry on one registry still construct; the second warns that the scrape repeats."""
+    SubagentTelemetry(make_config(), registry=registry)
+    SubagentTelemetry(make_config(), registry=registry)
+    assert "already holds subagent metrics" in caplog.text

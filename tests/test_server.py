@@ -18,6 +18,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from subagent_telemetry import ConfigError, SubagentTelemetry
+from subagent_telemetry import _catalog as cat
 from subagent_telemetry._config import PrometheusConfig
 from subagent_telemetry.backends._server import MetricsServer, serve_metrics
 from tests.conftest import make_config
@@ -101,6 +102,32 @@ def test_basic_auth_rejects_missing_and_wrong_credentials(auth_server: MetricsSe
     assert _get(auth_server.url, {"Authorization": f"Basic {wrong}"})[0] == 401
     right = base64.b64encode(b"prom:s3cret").decode()
     assert _get(auth_server.url, {"Authorization": f"Basic {right}"})[0] == 200
+
+
+@pytest.mark.parametrize(
+    "selected",
+    [
+        "subagent_executions_total",
+        "subagent_duration_seconds_bucket",
+        "subagent_quota_used",
+        "subagent_quota_rejections_total",
+    ],
+)
+def test_name_filter_selects_our_metrics(
+    telemetry_factory: type[SubagentTelemetry], registry: CollectorRegistry, selected: str
+) -> None:
+    """`/metrics?name[]=x` answers x's series (and only them), for our collectors as for any metric."""
+    tel = telemetry_factory()
+    server = serve_metrics(registry, PrometheusConfig(port=0))
+    try:
+        with tel.execution("a"):
+            pass
+        _, _, body = _get(f"{server.url}?name[]={selected}")
+        names = {line.split("{")[0].split(" ")[0] for line in body.splitlines() if not line.startswith("#")}
+        assert selected in names
+        assert names <= set(cat.by_name(selected).series_names) | {""}
+    finally:
+        server.close()
 
 
 def test_basic_auth_without_the_password_variable_is_a_config_error(

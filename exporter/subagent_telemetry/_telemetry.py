@@ -21,7 +21,7 @@ from ._labels import AgentLabelMapper
 from ._recorder import Backend, RateLimitedLog, Recorder
 from ._vocab import Resource
 from .backends._multiprocess import multiprocess_dir, multiprocess_registry
-from .backends._prometheus import PrometheusBackend, QuotaCollector
+from .backends._prometheus import PrometheusBackend, QuotaCollector, register
 from .backends._prometheus_mp import MultiprocessPrometheusBackend
 from .backends._server import MetricsServer, serve_metrics
 from .quota._slots import Slots
@@ -114,7 +114,7 @@ class SubagentTelemetry:
                 self.config.quota.session,
                 sub.max_concurrency,
             )
-            self.registry.register(self._quota_collector)
+            register(self.registry, self._quota_collector)
             backend_class = PrometheusBackend if multiprocess_dir() is None else MultiprocessPrometheusBackend
             prometheus = backend_class(
                 self.registry,

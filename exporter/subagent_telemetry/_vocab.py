@@ -56,3 +56,7 @@ BUDGET_RESOURCES: tuple[Resource, ...] = (
     Resource.TIME_SECONDS,
     Resource.COST,
 )
+
+#: Resources that refuse or stop executions, the values of ``subagent_quota_rejections_total``'s
+#: ``resource``. Turns are a per-execution limit (``status="incomplete"``), not a refusal: no series.
+REJECTION_RESOURCES: tuple[Resource, ...] = tuple(r for r in Resource if r is not Resource.TURNS)

@@ -154,7 +154,7 @@ class OtelBackend:
             attrs = m.bound(run.depth_label, run.agent)
             m.executions.add(1, attrs.base)
             m.errors.add(1, attrs.by_error[error.error_type])
-            m.rejections.add(1, m.resource_attrs[error.resource])
+            m.rejected(error.resource)
         if self._tracer is not None:
             span = self._start_span(run)
             run.trace_id = format(span.get_span_context().trace_id, "032x")
@@ -166,7 +166,7 @@ class OtelBackend:
     def quota_stopped(self, run: RunView, resource: Resource) -> None:
         m = self._metrics
         if m is not None:
-            m.rejections.add(1, m.resource_attrs[resource])
+            m.rejected(resource)
         state = run.backend_state
         if isinstance(state, _RunState):
             state.span.add_event("subagent.quota_exceeded", {"subagent.quota.resource": resource.value})

@@ -15,7 +15,7 @@ from typing import Any
 from opentelemetry.metrics import CallbackOptions, Meter, Observation
 
 from .. import _catalog as cat
-from .._vocab import BUDGET_RESOURCES, ErrorType, Resource, Status
+from .._vocab import BUDGET_RESOURCES, REJECTION_RESOURCES, ErrorType, Resource, Status
 from ..quota._tracker import QuotaLimits, QuotaUsage
 
 Attrs = dict[str, str]
@@ -81,7 +81,8 @@ class OtelInstruments:
         self.unpriced = _instrument(meter, cat.UNPRICED_TOKENS)
         self.rejections = _instrument(meter, cat.QUOTA_REJECTIONS)
         self.degraded = _instrument(meter, cat.QUOTA_STORE_DEGRADED)
-        self.resource_attrs: dict[Resource, Attrs] = {r: {"resource": r.value} for r in Resource}
+        #: Attributes of a rejection per resource; none for turns, which never refuse (as on /metrics).
+        self.resource_attrs: dict[Resource, Attrs] = {r: {"resource": r.value} for r in REJECTION_RESOURCES}
         self._with_agent = with_agent_label
         self._with_model = with_model_label
         self._bound: dict[tuple[str, str], BoundAttrs] = {}
@@ -109,8 +110,8 @@ class OtelInstruments:
                 description="Duration of an agent invocation.",
                 explicit_bucket_boundaries_advisory=list(GENAI_DURATION_BUCKETS),
             )
-        for resource in Resource:  # Zero series from the start, like the scrape path.
-            self.rejections.add(0, self.resource_attrs[resource])
+        for attrs in self.resource_attrs.values():  # Zero series from the start, like the scrape path.
+            self.rejections.add(0, attrs)
         if not with_agent_label:
             for depth in range(1, max_depth + 1):
                 self._prime(self.bound(str(depth), ""))
@@ -126,6 +127,11 @@ class OtelInstruments:
             self.completions.add(0, status_attrs)
         for error_attrs in attrs.by_error.values():
             self.errors.add(0, error_attrs)
+
+    def rejected(self, resource: Resource) -> None:
+        attrs = self.resource_attrs.get(resource)
+        if attrs is not None:
+            self.rejections.add(1, attrs)
 
     def bound(self, depth: str, agent: str) -> BoundAttrs:
         key = (depth, agent)

@@ -9,10 +9,11 @@ objects. Quota gauges are computed at collection time too. In multiprocess mode 
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from bisect import bisect_left
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from prometheus_client import CollectorRegistry
@@ -29,13 +30,13 @@ from prometheus_client.utils import floatToGoString
 from .. import _catalog as cat
 from .._errors import QuotaExceeded
 from .._recorder import RunView
-from .._vocab import BUDGET_RESOURCES, ErrorType, Resource, Status
+from .._vocab import BUDGET_RESOURCES, REJECTION_RESOURCES, ErrorType, Resource, Status
 from ..quota._tracker import QuotaLimits, QuotaUsage
+
+_log = logging.getLogger("subagent_telemetry")
 
 _STATUSES = tuple(Status)
 _ERROR_TYPES = tuple(ErrorType)
-#: Turns are a per-execution limit (status="incomplete"), not a refusal: no rejections series.
-_REJECTABLE = tuple(r for r in Resource if r is not Resource.TURNS)
 
 
 class _Histogram:
@@ -106,6 +107,32 @@ class _CostCell:
         self.unpriced = 0
 
 
+class _Unnamed(Collector):
+    """A collector the registry knows no names of (``name[]`` cannot select it)."""
+
+    def __init__(self, inner: Collector) -> None:
+        self._inner = inner
+
+    def collect(self) -> Iterable[Metric]:
+        return self._inner.collect()
+
+
+def register(registry: CollectorRegistry, collector: Collector) -> None:
+    """Register ``collector`` under its names, so ``/metrics?name[]=…`` selects its metrics.
+
+    A second telemetry on one registry repeats those names: it is registered unnamed, as collectors
+    without ``describe()`` are, and a warning says the scrape will repeat the families.
+    """
+    try:
+        registry.register(collector)
+    except ValueError:
+        _log.warning(
+            "subagent_telemetry: this registry already holds subagent metrics of another "
+            "SubagentTelemetry; its scrape repeats them. Give each SubagentTelemetry its own registry."
+        )
+        registry.register(_Unnamed(collector))
+
+
 class QuotaCollector(Collector):
     """``subagent_quota_limit``/``subagent_quota_used``/``subagent_max_concurrency`` at scrape time."""
 
@@ -120,6 +147,10 @@ class QuotaCollector(Collector):
         self._usage = usage
         self._session = session
         self._max_concurrency = max_concurrency
+
+    def describe(self) -> Iterator[Metric]:
+        """Names only (no store call), so ``/metrics?name[]=…`` can select these gauges."""
+        return _described((cat.QUOTA_LIMIT, cat.QUOTA_USED, cat.MAX_CONCURRENCY))
 
     def collect(self) -> Iterator[Metric]:
         limits, usage = self._limits(), self._usage()
@@ -157,14 +188,14 @@ class PrometheusBackend(Collector):
         self._cells: dict[tuple[str, str], _Cell] = {}
         #: Money by (depth, agent, model); only executions that recorded a model response.
         self._costs: dict[tuple[str, str, str], _CostCell] = {}
-        self._rejections: dict[Resource, int] = dict.fromkeys(_REJECTABLE, 0)
+        self._rejections: dict[Resource, int] = dict.fromkeys(REJECTION_RESOURCES, 0)
         self._degraded: dict[tuple[str, str], int] = {}
         if not with_agent_label:  # Every series exists from the start: rates work on fresh systems.
             for depth in range(1, max_depth + 1):
                 self._cells[(str(depth), "")] = _Cell()
                 if not with_model_label:
                     self._costs[(str(depth), "", "")] = _CostCell()
-        registry.register(self)
+        register(registry, self)
 
     def _cell(self, run: RunView) -> _Cell:
         cell = self._cells.get((run.depth_label, run.agent))
@@ -192,7 +223,8 @@ class PrometheusBackend(Collector):
 
     def quota_stopped(self, run: RunView, resource: Resource) -> None:
         with self._lock:
-            self._rejections[resource] += 1
+            if resource in self._rejections:
+                self._rejections[resource] += 1
 
     def turn_limit(self, run: RunView) -> None:
         """Turn limits show as ``status="incomplete"`` when the execution ends."""
@@ -253,6 +285,10 @@ class PrometheusBackend(Collector):
 
     # -- Collector -----------------------------------------------------------------------------------
 
+    def describe(self) -> Iterator[Metric]:
+        """Names only, so ``/metrics?name[]=…`` can select these metrics."""
+        return _described((*cat.PER_EXECUTION, cat.QUOTA_REJECTIONS, cat.QUOTA_STORE_DEGRADED))
+
     def collect(self) -> Iterator[Metric]:
         agent = (cat.AGENT_LABEL,) if self._with_agent else ()
         fams = {
@@ -301,6 +337,11 @@ class PrometheusBackend(Collector):
         yield from fams.values()
         yield rejections
         yield degraded
+
+
+def _described(specs: tuple[cat.MetricSpec, ...]) -> Iterator[Metric]:
+    """Empty families of ``specs``: a registry learns a collector's names from them."""
+    return iter([_family(spec, ()) for spec in specs])
 
 
 def _family(spec: cat.MetricSpec, labels: tuple[str, ...]) -> Any:

@@ -16,7 +16,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from .. import _catalog as cat
 from .._errors import QuotaExceeded
 from .._recorder import RunView
-from .._vocab import ErrorType, Resource, Status
+from .._vocab import REJECTION_RESOURCES, ErrorType, Resource, Status
 
 
 class _Children:
@@ -100,9 +100,8 @@ class MultiprocessPrometheusBackend:
         self._exemplars = exemplars
         self._children: dict[tuple[str, str], _Children] = {}
         self._lock = threading.Lock()
-        # Turns are a per-execution limit (status="incomplete"), not a refusal: no rejections series.
         self._rejections: dict[Resource, Any] = {
-            r: self._metrics.rejections.labels(r.value) for r in Resource if r is not Resource.TURNS
+            r: self._metrics.rejections.labels(r.value) for r in REJECTION_RESOURCES
         }
         if not with_agent_label:  # Every series exists from the start: rates work on fresh systems.
             for depth in range(1, max_depth + 1):
@@ -145,10 +144,15 @@ class MultiprocessPrometheusBackend:
         children = self._bound(run.depth_label, run.agent)
         children.executions.inc()
         children.errors[error.error_type].inc()
-        self._rejections[error.resource].inc()
+        self._rejection(error.resource)
 
     def quota_stopped(self, run: RunView, resource: Resource) -> None:
-        self._rejections[resource].inc()
+        self._rejection(resource)
+
+    def _rejection(self, resource: Resource) -> None:
+        counter = self._rejections.get(resource)
+        if counter is not None:  # Turns never refuse: no series (docs/metrics.md).
+            counter.inc()
 
     def turn_limit(self, run: RunView) -> None:
         """Turn limits show as ``status="incomplete"`` when the execution ends."""
