@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from pydantic import BaseModel
@@ -86,3 +87,12 @@ def test_runbooks_link_every_troubleshooting_section() -> None:
     text = (DOCS / "runbooks.md").read_text()
     for cls in _quota_exceptions():
         assert f"(tuning.md#{cls.heading.lower().replace(' ', '-')})" in text, cls.heading
+
+
+def test_operations_doc_shows_screenshots_that_exist() -> None:
+    """Every image docs/operations.md shows is in docs/images (made by the tests' own tooling)."""
+    text = (DOCS / "operations.md").read_text()
+    images = re.findall(r"\]\((images/[^)]+\.png)\)", text)
+    assert len(images) >= 4
+    missing = [image for image in images if not (DOCS / image).is_file()]
+    assert missing == []

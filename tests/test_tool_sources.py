@@ -8,6 +8,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from subagent_telemetry import SubagentTelemetry
 from subagent_telemetry import _catalog as cat
 from subagent_telemetry.tools._sources import SourceError, delta_buckets, parse_metrics_text, quantile
+from subagent_telemetry.tools._tune import nearest_rank, nice_up, session_peaks
 from tests.conftest import make_config
 
 
@@ -60,3 +61,21 @@ class TestParse:
         """A page that is not an exposition raises SourceError (shown by the tools), nothing else."""
         with pytest.raises(SourceError):
             parse_metrics_text("<html>not metrics{</html>\n")
+
+
+class TestTuneArithmetic:
+    @pytest.mark.parametrize(
+        ("value", "expected"), [(74_300, 75_000), (75_000, 75_000), (7.43, 8), (99_393.8, 100_000), (0, 0)]
+    )
+    def test_nice_up_rounds_up_to_two_significant_digits(self, value: float, expected: int) -> None:
+        """Budgets are rounded up (never down) to two significant digits, at least to a whole number."""
+        assert nice_up(value) == expected
+
+    def test_nearest_rank_takes_a_value_that_occurred(self) -> None:
+        """p95 of six sessions is the sixth (ceil(0.95 x 6) = 6), not an interpolation."""
+        assert nearest_rank([10, 60, 20, 50, 30, 40], 0.95) == 60
+        assert nearest_rank([10, 60, 20, 50, 30, 40], 0.5) == 30
+
+    def test_session_peaks_are_the_values_before_each_drop_and_the_last(self) -> None:
+        """A quota gauge that drops starts a new session; the value before the drop is the old one's peak."""
+        assert session_peaks([0, 2, 5, 1, 3, 0, 0, 4]) == [5, 3, 4]

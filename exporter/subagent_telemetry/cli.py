@@ -356,7 +356,11 @@ def _add_operator_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParse
         help="auto: a URL whose path ends in /metrics is an agent, anything else Prometheus",
     )
     top.add_argument("--interval", type=float, default=1.0, help="seconds between refreshes")
-    top.add_argument("--window", type=float, help="seconds of rates and ratios (default: alerts.rate_window)")
+    top.add_argument(
+        "--window",
+        type=float,
+        help="seconds of rates and ratios (default: from the config: alerts.rate_window)",
+    )
     top.add_argument("--timeout", type=float, default=2.0, help="seconds before a source counts as down")
     top.add_argument("--once", action="store_true", help="print one frame and exit (scripts, CI)")
     top.set_defaults(func=_cmd_top)
@@ -368,9 +372,15 @@ def _add_operator_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParse
     tune.add_argument("url", help="Prometheus base URL")
     tune.add_argument("--window", default="7d", help="how far back to look (Prometheus duration)")
     tune.add_argument("--end", type=float, help="end of the window, Unix seconds (default: now)")
-    tune.add_argument("--selector", help='label matchers, e.g. job="my-agent" (default: alerts.selector)')
+    tune.add_argument(
+        "--selector", help='label matchers, e.g. job="my-agent" (default: from the config: alerts.selector)'
+    )
     tune.add_argument("--margin", type=_ratio, default=0.25, help="safety margin added to observed use")
-    tune.add_argument("--token-budget", type=int, help="tokens you can spend per session (max_total_tokens)")
+    tune.add_argument(
+        "--token-budget",
+        type=int,
+        help="tokens you can spend per session, taken as max_total_tokens (default: from the data)",
+    )
     tune.set_defaults(func=_cmd_tune)
 
     report = sub.add_parser(
@@ -380,7 +390,11 @@ def _add_operator_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParse
     report.add_argument("url", help="Prometheus base URL")
     report.add_argument("--out", type=Path, default=Path("subagent-report"), help="output folder")
     report.add_argument("--window", default="1h", help="length of the window (Prometheus duration)")
-    report.add_argument("--start", type=float, help="start, Unix seconds (a finished batch run)")
+    report.add_argument(
+        "--start",
+        type=float,
+        help="start, Unix seconds, e.g. of a finished batch run (default: end - window)",
+    )
     report.add_argument("--end", type=float, help="end, Unix seconds (default: now)")
     report.add_argument("--title", default="Subagent report", help="report title")
     report.set_defaults(func=_cmd_report)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -108,6 +109,7 @@ class TestAgentMetrics:
         port = free_port()
         with TmuxSession(_top(f"http://127.0.0.1:{port}/metrics")) as term:
             down = term.wait_for_screen(lambda s: "SOURCE DOWN" in s)
+            down_ansi = term.screen(ansi=True)
             assert "Traceback" not in down
             assert "retrying every 0.5s" in down
             tel = SubagentTelemetry(_config(port), registry=CollectorRegistry())
@@ -120,7 +122,19 @@ class TestAgentMetrics:
         assert "SOURCE DOWN" not in up
         assert _line(up, r"\s*all\s").split()[:2] == ["all", "8"]
         if (shots := screenshot_dir()) is not None:
-            terminal_png(down, shots / "top-source-down.png")
+            terminal_png(down_ansi, shots / "top-source-down.png")
+
+    def test_slow_source_is_shown_and_q_still_quits(self) -> None:
+        """A source that accepts but never answers is shown as timed out, and q quits at once meanwhile."""
+        with socket.socket() as silent:
+            silent.bind(("127.0.0.1", 0))
+            silent.listen(16)
+            url = f"http://127.0.0.1:{silent.getsockname()[1]}/metrics"
+            with TmuxSession(_top(url, "--timeout", "1")) as term:
+                screen = term.wait_for_screen(lambda s: "SOURCE DOWN" in s and "timed out" in s)
+                assert "Traceback" not in screen
+                term.send_keys("q")
+                assert term.wait_for_exit(timeout_seconds=3)
 
     def test_fits_a_small_terminal(self, agent: tuple[SubagentTelemetry, str]) -> None:
         """In an 80x24 terminal the header and the tables fit without cut-off column headings."""
@@ -145,6 +159,25 @@ class TestOnce:
         assert result.returncode == 0, result.stderr
         assert _line(result.stdout, r"\s*all\s").split()[:2] == ["all", "8"]
         assert "q quit" not in result.stdout
+
+    def test_once_shows_the_money_budget_as_a_quota_row(self) -> None:
+        """With agent.subagent.max_total_cost set, spend appears as the `cost` quota with its limit."""
+        config = Config.model_validate(
+            {
+                "agent": {"subagent": {"max_total_cost": 2}},
+                "telemetry": {"log_executions": False, "prometheus": {"port": 0}},
+            }
+        )
+        tel = SubagentTelemetry(config, registry=CollectorRegistry())
+        try:
+            url = tel.serve().url
+            result = subprocess.run(
+                _top(url, "--once"), capture_output=True, text=True, timeout=30, check=False
+            )
+        finally:
+            tel.shutdown(timeout_seconds=1)
+        assert result.returncode == 0, result.stderr
+        assert _line(result.stdout, r"\s*cost\s").split()[:4] == ["cost", "0", "2", "0.0%"]
 
     def test_once_against_a_dead_source_says_so_and_exits_1(self) -> None:
         """--once on a source that does not answer prints the failure, not a traceback, and exits 1."""
@@ -179,6 +212,7 @@ class TestPrometheusSource:
             before = float(prom_query(prometheus.url, query)[0]["value"][1])
             screen = term.wait_for_screen(lambda s: "source ok" in s and _whole(s))
             after = float(prom_query(prometheus.url, query)[0]["value"][1])
+            shown_ansi = term.screen(ansi=True)
         assert "(Prometheus)" in screen
         for depth in ("1", "2", "3", "all"):
             _line(screen, rf"\s*{depth}\s+\d")
@@ -188,7 +222,7 @@ class TestPrometheusSource:
             _line(screen, rf"\s*{resource}\s+\d")
         assert "alerts:" in screen
         if (shots := screenshot_dir()) is not None:
-            terminal_png(screen, shots / "top-prometheus.png")
+            terminal_png(shown_ansi, shots / "top-prometheus.png")
 
     def test_firing_alerts_are_shown(self, demo_and_prometheus: tuple[str, RunningServer]) -> None:
         """The rendered rules' alerts that Prometheus has firing appear by name (the demo refuses work)."""
@@ -206,7 +240,8 @@ class TestPrometheusSource:
             screen = term.wait_for_screen(
                 lambda s: _whole(s) and re.search(r"^\s*all\s+\d+\s+\d+\.\d\d", s, re.M) is not None
             )
+            shown_ansi = term.screen(ansi=True)
         assert "(agent /metrics)" in screen
         assert "alerts: shown when the source is Prometheus" in screen
         if (shots := screenshot_dir()) is not None:
-            terminal_png(screen, shots / "top-agent.png")
+            terminal_png(shown_ansi, shots / "top-agent.png")

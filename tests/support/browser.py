@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import io
 import json
 import os
 import queue
@@ -185,20 +186,33 @@ def open_page(url: str, *, width: int = 1280, height: int = 900) -> Iterator[Pag
 
 
 def terminal_png(screen: str, path: Path, *, columns: int = 120) -> Path:
-    """A PNG of a captured terminal screen (``capture-pane`` text), drawn by Chromium in a monospace font."""
-    import html
+    """A PNG of a captured terminal screen (``capture-pane -e`` text with its colours), drawn by
+    Chromium from rich's HTML export of the ANSI text."""
+    from rich.console import Console
+    from rich.terminal_theme import MONOKAI
+    from rich.text import Text
 
+    console = Console(
+        record=True, width=columns, force_terminal=True, color_system="truecolor", file=io.StringIO()
+    )
+    console.print(Text.from_ansi(screen.rstrip("\n") + "\n"), end="")
     page_file = path.with_suffix(".html")
     page_file.write_text(
-        "<!doctype html><meta charset='utf-8'><style>body{margin:0;background:#1e1e1e}"
-        "pre{margin:0;padding:12px;color:#e0e0e0;font:14px/1.25 'DejaVu Sans Mono',monospace;"
-        f"width:{columns}ch}}</style><pre>{html.escape(screen)}</pre>",
+        console.export_html(theme=MONOKAI, inline_styles=True, code_format=_TERMINAL_PAGE),
         encoding="utf-8",
     )
-    with open_page(page_file.as_uri(), width=columns * 9 + 40, height=400) as page:
+    with open_page(page_file.as_uri(), width=columns * 9 + 40, height=200) as page:
         page.screenshot(path)
     page_file.unlink()
     return path
+
+
+_TERMINAL_PAGE = (
+    "<!doctype html><html><head><meta charset='utf-8'>"
+    "<style>body{{margin:0;background:{background};color:{foreground}}}"
+    "pre{{margin:0;padding:12px;font:14px/1.25 'DejaVu Sans Mono',monospace;display:inline-block}}"
+    "</style></head><body><pre><code>{code}</code></pre></body></html>"
+)
 
 
 def screenshot_dir() -> Path | None:
@@ -206,6 +220,6 @@ def screenshot_dir() -> Path | None:
     folder = os.environ.get("SUBAGENT_TELEMETRY_SCREENSHOTS")
     if not folder:
         return None
-    path = Path(folder)
+    path = Path(folder).resolve()
     path.mkdir(parents=True, exist_ok=True)
     return path

@@ -59,9 +59,9 @@ class TmuxSession:
     def send_keys(self, *keys: str) -> None:
         self._run("send-keys", "-t", self.name, *keys)
 
-    def screen(self) -> str:
-        """The visible screen, one line per terminal row (``capture-pane -p``)."""
-        return self._run("capture-pane", "-p", "-t", self.name).stdout
+    def screen(self, *, ansi: bool = False) -> str:
+        """The visible screen, one line per terminal row (``capture-pane -p``; with colours: ``-e``)."""
+        return self._run("capture-pane", "-p", *(["-e"] if ansi else []), "-t", self.name).stdout
 
     def wait_for_screen(self, predicate: Callable[[str], bool], timeout_seconds: float = 20.0) -> str:
         """Poll the screen until ``predicate`` holds; the last screen is in the error otherwise."""

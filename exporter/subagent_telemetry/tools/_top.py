@@ -390,10 +390,14 @@ def _depth_table(view: View) -> Table:
     return table
 
 
-def _bar(used: float, limit: float | None, width: int = 24) -> RenderableType:
+def _bar(used: float, limit: float | None, width: int = 24, warn: float = 1.0) -> RenderableType:
+    """A bar of used/limit: green, yellow from ``warn`` (a share), red when full."""
     if not limit:
         return Text("no limit", style="dim")
-    return ProgressBar(total=limit, completed=min(used, limit), width=width)
+    colour = "green" if used < warn * limit else "yellow"
+    return ProgressBar(
+        total=limit, completed=min(used, limit), width=width, complete_style=colour, finished_style="bold red"
+    )
 
 
 def _health(view: View, config: Config) -> RenderableType:
@@ -415,7 +419,7 @@ def _health(view: View, config: Config) -> RenderableType:
     return table
 
 
-def _quota_table(view: View) -> Table:
+def _quota_table(view: View, warn: float) -> Table:
     table = _table(
         "Quotas (session budget)",
         ("resource", "used", "limit", "use", "%", "spend/s", "empty in", "refused"),
@@ -427,7 +431,7 @@ def _quota_table(view: View) -> Table:
             q.resource,
             _num(q.used, 0 if q.used >= 100 or q.used.is_integer() else 1),
             _num(q.limit),
-            _bar(q.used, q.limit, width=14),
+            _bar(q.used, q.limit, width=14, warn=warn),
             _pct(share),
             _num(q.rate_per_second, 2 if (q.rate_per_second or 0) < 10 else 0),
             _eta(q.seconds_to_exhaustion),
@@ -489,7 +493,12 @@ def render(
         parts += [_health(view, options.config), _alerts(view)]
         side = Table.grid(padding=(0, 4))
         side.add_row(_latency_table(view), _agents_table(view, options.top_agents) or Text(""))
-        body = [_depth_table(view), _quota_table(view), _refusals(view), side]
+        body = [
+            _depth_table(view),
+            _quota_table(view, options.config.alerts.quota_nearly_exhausted.threshold),
+            _refusals(view),
+            side,
+        ]
         budget = None if height is None else height - _lines(console, [*parts, *footer])
         for part in body:
             size = _lines(console, [part])
