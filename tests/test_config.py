@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from subagent_telemetry import Config, ConfigError, load_config
-from subagent_telemetry._config import PRESETS, load_config_text, parse_selector
+from subagent_telemetry._config import MAX_TEST_STEPS, PRESETS, load_config_text, parse_selector
 from subagent_telemetry._config_yaml import MAX_CONFIG_BYTES
 
 #: The original design's documents, each a whole YAML file, verbatim.
@@ -214,11 +214,40 @@ class TestAlertDefaults:
         assert alerts.quota_nearly_exhausted.threshold == 0.8
         assert alerts.slow_executions.threshold == 120
 
-    def test_alert_for_must_be_whole_minutes(self) -> None:
-        """`for: 30s` is refused early, naming the key, because rendered tests step by minutes."""
-        message = _error("alerts: {quota_rejections: {for: 30s}}")
+    @pytest.mark.parametrize("value", ["30s", "90s", "2m30s", "0s", "1s"])
+    def test_alert_for_takes_second_resolution(self, value: str) -> None:
+        """`for:` in whole seconds is accepted: the generated tests step at a matching resolution."""
+        assert (
+            load_config_text(f"alerts: {{quota_rejections: {{for: {value}}}}}").alerts.quota_rejections.for_
+            == value
+        )
+
+    def test_alert_for_in_fractions_of_a_second_is_refused(self) -> None:
+        """`for: 1500ms` is refused early, naming the key: rules are evaluated at whole seconds."""
+        message = _error("alerts: {quota_rejections: {for: 1500ms}}")
         assert "alerts.quota_rejections.for" in message
-        assert "whole number of minutes" in message
+        assert "whole number of seconds" in message
+
+    def test_rate_window_takes_second_resolution(self) -> None:
+        """rate_window: 150s (two and a half minutes) is accepted."""
+        assert load_config_text("alerts: {rate_window: 150s}").alerts.rate_window == "150s"
+
+    @pytest.mark.parametrize(
+        ("alerts", "fragment"),
+        [
+            ("{high_error_rate: {for: 3601s}}", "high_error_rate.for '3601s'"),  # 1 s steps over ~65 min
+            ("{slow_executions: {for: 2d}}", "slow_executions.for '2d'"),  # 1 m steps over two days
+        ],
+    )
+    def test_tests_too_long_to_generate_are_refused(self, alerts: str, fragment: str) -> None:
+        """A for/window pair whose generated tests would span too many steps is refused at load."""
+        message = _error(f"alerts: {alerts}")
+        assert fragment in message
+        assert f"at most {MAX_TEST_STEPS}" in message
+
+    def test_a_long_for_of_a_disabled_alert_is_accepted(self) -> None:
+        """A disabled alert renders no tests, so its for: is not bounded by them."""
+        assert load_config_text("alerts: {slow_executions: {for: 2d, enabled: false}}")
 
     def test_slow_threshold_must_fit_the_buckets(self) -> None:
         """A p95 threshold outside the duration buckets cannot be measured and is refused."""

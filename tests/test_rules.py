@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 from subagent_telemetry import _catalog as cat
 from subagent_telemetry._catalog import DURATION_BUCKETS
-from subagent_telemetry._config import Config, Matcher
+from subagent_telemetry._config import ALERT_KEYS, Config, Matcher
 from subagent_telemetry.render import drifted_files
 from subagent_telemetry.render._rules_gotemplate import (
     expand,
@@ -424,10 +424,38 @@ class TestExpressions:
 
 
 class TestGeneratedTests:
-    def test_rate_window_in_seconds_is_refused_with_the_key(self) -> None:
-        """A rate window in seconds cannot be tested by the generator; the error names the key."""
+    def test_rate_window_under_two_minutes_is_refused_with_the_key(self) -> None:
+        """A rate window too short for two 1m scrapes is refused by the config, naming the key."""
         with pytest.raises(ValueError, match=r"alerts\.rate_window"):
             render_rules(config_with(rate_window="90s"))
+
+    def test_second_resolution_for_steps_the_tests_to_match(self) -> None:
+        """for: 90s with a 150s window: the alert's tests sample and evaluate every 30s."""
+        config = config_with(rate_window="150s", high_error_rate={"for": "90s"})
+        tests = yaml.safe_load(render_rules(config)[TESTS_DIR / "SubagentHighErrorRate.yaml"])
+        assert tests["evaluation_interval"] == "30s"
+        assert {t["interval"] for t in tests["tests"]} == {"30s"}
+        firing = tests["tests"][0]
+        assert firing["name"].endswith("fires after 90s, not 30s before")
+        times = [c["eval_time"] for c in firing["alert_rule_test"]]
+        # Quiet until traffic starts (step 5), above the threshold from step 7, firing 3 steps later.
+        assert times == ["150s", "270s", "5m"]
+
+    def test_minute_resolution_keeps_minute_steps(self) -> None:
+        """Whole-minute for and window keep the 1m step (the committed tests are unchanged)."""
+        tests = yaml.safe_load(render_rules(Config.default())[TESTS_DIR / "SubagentQuotaRejections.yaml"])
+        assert tests["evaluation_interval"] == "1m"
+
+    def test_long_spans_are_checked_at_a_bounded_number_of_points(self) -> None:
+        """A 1s-step test over many minutes probes both ends and a spread, not every second."""
+        config = config_with(rate_window="121s", quota_rejections={"for": "1301s"})
+        tests = yaml.safe_load(render_rules(config)[TESTS_DIR / "SubagentQuotaRejections.yaml"])["tests"]
+        assert tests[0]["interval"] == "1s"
+        assert max(len(t["alert_rule_test"]) for t in tests) <= 60
+
+    def test_the_config_and_the_renderer_list_the_same_alerts(self) -> None:
+        """The config's alert keys (bounded there) are the renderer's, in the same order."""
+        assert tuple(ALERT_NAMES) == ALERT_KEYS
 
     @pytest.mark.parametrize("threshold", [1200, 1199.01, 1500, 0.09])
     def test_slow_threshold_beyond_the_buckets_is_refused(self, threshold: float) -> None:

@@ -8,6 +8,7 @@ docs/config.md is the reference; every field here carries the description shown 
 from __future__ import annotations
 
 import difflib
+import math
 import re
 import typing
 import unicodedata
@@ -109,18 +110,30 @@ def _check_duration(value: str) -> str:
 PromDuration = Annotated[str, AfterValidator(_check_duration)]
 
 
-def _check_minutes(value: str) -> str:
-    if duration_seconds(value) % 60:
+def _check_seconds(value: str) -> str:
+    if duration_seconds(value) % 1:
         msg = (
-            f"{shown(value)} is not a whole number of minutes (e.g. 0m, 1m, 5m): the rendered promtool tests "
-            "evaluate rules at 1m steps"
+            f"{shown(value)} is not a whole number of seconds (e.g. 0s, 90s, 5m): rules run at whole seconds"
         )
-        raise PydanticCustomError("minutes", msg)
+        raise PydanticCustomError("seconds", msg)
     return value
 
 
-#: A Prometheus duration in whole minutes (alert ``for:`` and rate windows).
-PromMinutes = Annotated[str, AfterValidator(_check_duration), AfterValidator(_check_minutes)]
+#: Most evaluation steps the generated promtool tests of one alert span (``for`` + rate window): a
+#: bound on render time and file size. At 1m steps that is a ``for`` of about a day.
+MAX_TEST_STEPS = 1500
+
+
+def alert_test_step(rate_window: str, for_: str) -> int:
+    """Seconds between samples and evaluations in an alert's generated tests: the largest step that
+    divides its ``for``, the rate window and a minute (1m when both are whole minutes), so every
+    boundary the tests probe falls on an evaluation."""
+    window, hold = round(duration_seconds(rate_window)), round(duration_seconds(for_))
+    return math.gcd(window, hold, 60)
+
+
+#: A Prometheus duration in whole seconds (alert ``for:`` and rate windows).
+PromSeconds = Annotated[str, AfterValidator(_check_duration), AfterValidator(_check_seconds)]
 
 
 #: Largest accepted duration in seconds (about 31 years): finite, and within every timer it feeds
@@ -527,7 +540,7 @@ def _matches_empty(m: Matcher) -> bool:
 class AlertRule(_Model):
     enabled: bool = Field(True, description="Render this alert.")
     severity: Literal["critical", "warning", "info"] = Field("warning", description="The severity label.")
-    for_: PromMinutes = Field(
+    for_: PromSeconds = Field(
         "5m", alias="for", description="How long the condition must hold (Prometheus duration)."
     )
     threshold: float = Field(0.0, ge=0, description="Alert-specific threshold (see each alert).")
@@ -544,7 +557,7 @@ class HighErrorRateRule(AlertRule):
 
 
 class QuotaNearlyExhaustedRule(AlertRule):
-    for_: PromMinutes = Field("1m", alias="for", description="How long the condition must hold.")
+    for_: PromSeconds = Field("1m", alias="for", description="How long the condition must hold.")
     threshold: float = Field(
         0.8, gt=0, lt=1, description="quota_used / quota_limit above this ratio; also the in-process warning."
     )
@@ -560,7 +573,7 @@ class ActiveOverMaxConcurrencyRule(AlertRule):
 
 
 class SlowExecutionsRule(AlertRule):
-    for_: PromMinutes = Field("10m", alias="for", description="How long the condition must hold.")
+    for_: PromSeconds = Field("10m", alias="for", description="How long the condition must hold.")
     threshold: float = Field(
         120.0,
         ge=0.1,
@@ -571,7 +584,7 @@ class SlowExecutionsRule(AlertRule):
 
 
 class QuotaRejectionsRule(AlertRule):
-    for_: PromMinutes = Field("1m", alias="for", description="How long the condition must hold.")
+    for_: PromSeconds = Field("1m", alias="for", description="How long the condition must hold.")
     threshold: float = Field(
         0.0, ge=0, le=1_000_000, description="Refusals per second above this (0 = any refusal)."
     )
@@ -579,7 +592,18 @@ class QuotaRejectionsRule(AlertRule):
 
 class MetricsAbsentRule(AlertRule):
     severity: Literal["critical", "warning", "info"] = "critical"
-    for_: PromMinutes = Field("10m", alias="for", description="How long the metrics must be missing.")
+    for_: PromSeconds = Field("10m", alias="for", description="How long the metrics must be missing.")
+
+
+#: The alerts' config keys, in the order they are rendered.
+ALERT_KEYS = (
+    "high_error_rate",
+    "quota_nearly_exhausted",
+    "active_over_max_concurrency",
+    "slow_executions",
+    "quota_rejections",
+    "metrics_absent",
+)
 
 
 #: A Kubernetes object name or namespace (RFC 1123 DNS subdomain / label).
@@ -641,7 +665,7 @@ class AlertsConfig(_Model):
     group_by: tuple[str, ...] = Field(
         (), strict=False, description="Extra labels alerts keep, e.g. [cluster]."
     )
-    rate_window: PromMinutes = Field(
+    rate_window: PromSeconds = Field(
         "5m", description="Window of the rates and ratios (>= 2m: rate() needs two samples in it)."
     )
     runbook_base_url: str = Field(
@@ -674,6 +698,23 @@ class AlertsConfig(_Model):
             msg = f"{shown(value)} is too short: rate() needs two scrapes in the window; use 2m or more"
             raise PydanticCustomError("window", msg)
         return value
+
+    @model_validator(mode="after")
+    def _tests_stay_bounded(self) -> AlertsConfig:
+        """The generated promtool tests step at a resolution matching ``for`` and the rate window."""
+        window = duration_seconds(self.rate_window)
+        for key in ALERT_KEYS:
+            rule: AlertRule = getattr(self, key)
+            step = alert_test_step(self.rate_window, rule.for_)
+            steps = (window + duration_seconds(rule.for_)) / step
+            if rule.enabled and steps > MAX_TEST_STEPS:
+                msg = (
+                    f"{key}.for {rule.for_!r} with rate_window {self.rate_window!r} makes its "
+                    f"generated promtool tests evaluate every {step}s over {steps:.0f} steps (at most "
+                    f"{MAX_TEST_STEPS}); use a shorter for, or a for and window in whole minutes"
+                )
+                raise PydanticCustomError("steps", msg)
+        return self
 
     @field_validator("runbook_base_url", "dashboard_url")
     @classmethod

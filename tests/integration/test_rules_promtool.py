@@ -42,6 +42,15 @@ CUSTOM: dict[str, Any] = {
     "quota_rejections": {"threshold": 0.5, "for": "3m"},
     "metrics_absent": {"for": "5m"},
 }
+SECONDS: dict[str, Any] = {
+    "rate_window": "150s",
+    "high_error_rate": {"for": "90s"},
+    "quota_nearly_exhausted": {"for": "45s"},
+    "active_over_max_concurrency": {"for": "2m30s"},
+    "slow_executions": {"for": "100s", "threshold": 2.5},
+    "quota_rejections": {"for": "30s"},
+    "metrics_absent": {"for": "75s"},
+}
 CONFIGS: dict[str, dict[str, Any]] = {
     "default": {},
     "custom": CUSTOM,
@@ -55,6 +64,8 @@ CONFIGS: dict[str, dict[str, Any]] = {
     },
     "fleet": {},
     "fleet-custom": {**CUSTOM, "instance_label": "pod"},
+    # Second resolution: each alert's tests step at the gcd of its for, the window and a minute.
+    "seconds": SECONDS,
     # Quotes, backslashes, YAML and Jinja syntax, non-ASCII and invisible characters in label values.
     "adversarial": {
         "selector": ", ".join(
@@ -235,4 +246,38 @@ def test_any_accepted_concurrency_headroom_renders_tests_that_pass(
         }
     )
     result = alert_tests_pass(config, "SubagentActiveOverMaxConcurrency", tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize(
+    ("alert", "original", "broken"),
+    [
+        ("SubagentHighErrorRate", "for: 90s", "for: 60s"),  # fires one 30s step early
+        ("SubagentQuotaRejections", "for: 30s", "for: 0s"),  # fires one 30s step early
+        ("SubagentMetricsAbsent", "for: 75s", "for: 90s"),  # fires one 15s step late
+    ],
+)
+def test_second_resolution_tests_catch_a_for_off_by_one_step(
+    alert: str, original: str, broken: str, tmp_path: Path
+) -> None:
+    """At second resolution a `for` one step off fails that alert's generated tests."""
+    write_files(render_rules(Config.model_validate({"alerts": SECONDS})), tmp_path)
+    rules = tmp_path / RULES_FILE
+    text = rules.read_text()
+    assert original in text
+    rules.write_text(text.replace(original, broken, 1))
+    result = promtool("test", "rules", f"{alert}.yaml", cwd=tmp_path / TESTS_DIR)
+    assert result.returncode != 0, result.stdout
+
+
+def test_one_second_steps_render_tests_that_pass(tmp_path: Path) -> None:
+    """A for of 61s with a 121s window (1s steps) renders tests that pass."""
+    alerts = {
+        key: {"enabled": False} for key in ("quota_nearly_exhausted", "slow_executions", "metrics_absent")
+    }
+    alerts |= {"rate_window": "121s", "high_error_rate": {"for": "61s"}, "quota_rejections": {"for": "7s"}}
+    write_files(render_rules(Config.model_validate({"alerts": alerts})), tmp_path)
+    files = sorted((tmp_path / TESTS_DIR).glob("*.yaml"))
+    assert yaml.safe_load(files[0].read_text())["evaluation_interval"] == "1s"
+    result = promtool("test", "rules", *files, cwd=tmp_path / TESTS_DIR)
     assert result.returncode == 0, result.stdout + result.stderr

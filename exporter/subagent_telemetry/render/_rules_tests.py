@@ -16,12 +16,12 @@ import math
 import re
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from .._catalog import DURATION_BUCKETS
-from .._config import AlertsConfig, Config, Matcher, duration_seconds
+from .._config import AlertsConfig, Config, Matcher, alert_test_step, duration_seconds
 from ._promql import selector
 from ._rules_gotemplate import expand
 from ._rules_template import (
@@ -47,7 +47,8 @@ Check = tuple[int, str, list[dict[str, Any]]]
 @dataclass(frozen=True)
 class _Setup:
     config: Config
-    window: int  # rate window, minutes
+    step: int  # seconds between samples and between rule evaluations
+    window: int  # rate window, steps
     target: dict[str, str]  # labels of every scraped series (selector, job, group_by, instance)
     level: dict[str, str]  # labels the alerts keep (job label + group_by)
     instance: dict[str, str]  # {instance_label: value}
@@ -82,12 +83,38 @@ class _Setup:
         return {"exp_labels": {**all_labels, **rule["labels"]}, "exp_annotations": annotations}
 
 
-def _minutes(text: str, what: str) -> int:
-    seconds = duration_seconds(text)
-    if seconds % 60:
-        msg = f"{what} = {text!r}: the generated promtool tests need whole minutes (e.g. 5m)"
-        raise ValueError(msg)
-    return int(seconds // 60)
+def _seconds(text: str) -> int:
+    """A duration the config validated as whole seconds, as an int."""
+    return round(duration_seconds(text))
+
+
+def _step_for(config: Config, key: str) -> int:
+    """Seconds between samples and evaluations in one alert's tests (see ``alert_test_step``)."""
+    return alert_test_step(config.alerts.rate_window, getattr(config.alerts, key).for_)
+
+
+#: Steps a check over a whole span probes at most: every step of short spans, else both ends and an
+#: even spread between them (so a long ``for`` at second resolution keeps the tests' size bounded).
+MAX_CHECKS_PER_SPAN = 60
+
+
+def _span(start: int, stop: int) -> list[int]:
+    """The steps of ``range(start, stop)`` a check probes: all of them, or at most MAX_CHECKS_PER_SPAN."""
+    steps = range(start, stop)
+    if len(steps) <= MAX_CHECKS_PER_SPAN:
+        return list(steps)
+    edge = 10
+    inner = steps[edge:-edge]
+    spread = [
+        inner[i * len(inner) // (MAX_CHECKS_PER_SPAN - 2 * edge)]
+        for i in range(MAX_CHECKS_PER_SPAN - 2 * edge)
+    ]
+    return [*steps[:edge], *spread, *steps[-edge:]]
+
+
+def _at(seconds: int) -> str:
+    """A promtool duration: whole minutes as ``5m`` (as before), anything else in seconds."""
+    return f"{seconds // 60}m" if seconds % 60 == 0 else f"{seconds}s"
 
 
 def _label_value(matchers: list[Matcher], default: str) -> str:
@@ -118,7 +145,8 @@ def _setup(config: Config, groups: RuleGroups) -> _Setup:
     target = {n: _label_value(by_name.get(n, []), defaults.get(n, "test")) for n in dict.fromkeys(names)}
     return _Setup(
         config=config,
-        window=_minutes(alerts.rate_window, "alerts.rate_window"),
+        step=60,
+        window=_seconds(alerts.rate_window) // 60,
         target=target,
         level={n: target[n] for n in level_labels(alerts)},
         instance={alerts.instance_label: target[alerts.instance_label]},
@@ -187,13 +215,18 @@ class _Spec:
     def levels(self, s: _Setup, threshold: float) -> tuple[float, float]:
         raise NotImplementedError
 
+    def ambiguous(self, value: float) -> bool:
+        """Whether float noise in Prometheus could change how the description shows ``value``."""
+        del value
+        return False
+
     def onset(self, s: _Setup, threshold: float, level: float) -> int:
-        """Minutes after t0 at which the expression first holds (1: the first rate after traffic starts)."""
+        """Steps after t0 at which the expression first holds (1: the first rate after traffic starts)."""
         del s, threshold, level
         return 1
 
     def shown(self, s: _Setup, level: float, elapsed: int) -> float:
-        """The alert's $value ``elapsed`` minutes after t0."""
+        """The alert's $value ``elapsed`` steps after t0."""
         del s, elapsed
         return level
 
@@ -335,9 +368,10 @@ class _Concurrency(_Spec):
             end = t0 + s.window + 1
             tests.append(
                 _test(
+                    s,
                     f"{alert}: one scrape above the limit does not fire",
                     self.series(s, above, _Window(t0, t0, end)),
-                    [(t, alert, []) for t in range(t0, end + 1)],
+                    [(t, alert, []) for t in _span(t0, end + 1)],
                 )
             )
         if not s.fleet:
@@ -345,10 +379,11 @@ class _Concurrency(_Spec):
             count = len(self.shares(s, above))
             tests.append(
                 _test(
+                    s,
                     f"{alert}: {count} instances, each within its own limit, together above it, do not "
                     "fire (in-memory store: max_concurrency is per process)",
                     self.spread(s, above, _Window(t0, end, end)),
-                    [(t, alert, []) for t in range(t0, end + 1)],
+                    [(t, alert, []) for t in _span(t0, end + 1)],
                 )
             )
         return tests
@@ -428,22 +463,26 @@ class _Slow(_Spec):
 
 
 class _Rejections(_Spec):
-    """Levels are refusals per minute; the alert compares the per-second rate."""
+    """Levels are refusals per step; the alert compares the per-second rate."""
 
     def levels(self, s: _Setup, threshold: float) -> tuple[float, float]:
-        scaled = round(threshold * 60, 6)
+        scaled = round(threshold * s.step, 6)
         return math.floor(scaled) + 1, max(math.ceil(scaled) - 1, 0)
 
     def onset(self, s: _Setup, threshold: float, level: float) -> int:
         return next(j for j in range(1, s.window) if self.shown(s, level, j) > threshold)
 
     def shown(self, s: _Setup, level: float, elapsed: int) -> float:
-        # Until the window is full of refusals, rate() extrapolates the first minutes over the window.
+        # Until the window is full of refusals, rate() extrapolates the first steps over the window.
         full = s.window - 1
-        return level * min(elapsed, full) / full / 60
+        return level * min(elapsed, full) / full / s.step
 
     def labels(self, s: _Setup) -> dict[str, str]:
         return {"resource": "tokens"}
+
+    def ambiguous(self, value: float) -> bool:
+        # Shown with printf "%.2f": a value on a rounding boundary (0.925) may print either way.
+        return abs(value * 100 % 1 - 0.5) < 1e-6
 
     def series(self, s: _Setup, level: float, w: _Window) -> list[dict[str, str]]:
         refusals = [level if w.cause_inc(m) else 0 for m in w.minutes]
@@ -465,13 +504,13 @@ _SPECS: dict[str, _Spec] = {
 }
 
 
-def _test(name: str, series: list[dict[str, str]], checks: list[Check]) -> dict[str, Any]:
+def _test(s: _Setup, name: str, series: list[dict[str, str]], checks: list[Check]) -> dict[str, Any]:
     return {
         "name": name,
-        "interval": "1m",
+        "interval": _at(s.step),
         "input_series": series,
         "alert_rule_test": [
-            {"eval_time": f"{t}m", "alertname": alert, "exp_alerts": expected}
+            {"eval_time": _at(t * s.step), "alertname": alert, "exp_alerts": expected}
             for t, alert, expected in checks
         ],
     }
@@ -479,28 +518,37 @@ def _test(name: str, series: list[dict[str, str]], checks: list[Check]) -> dict[
 
 def _threshold_tests(s: _Setup, key: str, spec: _Spec) -> list[dict[str, Any]]:
     rule = getattr(s.config.alerts, key)
-    alert, for_ = ALERT_NAMES[key], _minutes(rule.for_, f"alerts.{key}.for")
+    alert, for_ = ALERT_NAMES[key], _seconds(rule.for_) // s.step
     above, below = spec.levels(s, rule.threshold)
     t0 = s.window + 1
     rise = spec.onset(s, rule.threshold, above)
+    while spec.ambiguous(spec.shown(s, above, rise + for_)):  # a level whose firing value prints one way
+        above += 1
+        rise = spec.onset(s, rule.threshold, above)
     fires = t0 + rise + for_
     labels = spec.labels(s)
 
     def firing(minute: int) -> list[dict[str, Any]]:
         return [s.expect(alert, spec.shown(s, above, minute - t0), **labels)]
 
+    def clear(minute: int) -> bool:
+        return not spec.ambiguous(spec.shown(s, above, minute - t0))
+
     end = fires + 2
     before: list[Check] = [(fires - 1, alert, [])] if for_ else []
     tests = [
         _test(
-            f"{alert}: {above} (just above {rule.threshold}) fires after {rule.for_}, not 1m before",
+            s,
+            f"{alert}: {above} (just above {rule.threshold}) fires after {rule.for_}, "
+            f"not {_at(s.step)} before",
             spec.series(s, above, _Window(t0, end, end)),
             [(t0 - 1, alert, []), *before, (fires, alert, firing(fires))],
         ),
         _test(
+            s,
             f"{alert}: {below} (just below {rule.threshold}) never fires",
             spec.series(s, below, _Window(t0, end + s.window, end + s.window)),
-            [(t, alert, []) for t in range(t0, end + s.window + 1)],
+            [(t, alert, []) for t in _span(t0, end + s.window + 1)],
         ),
     ]
     glitch = fires + 1
@@ -508,20 +556,22 @@ def _threshold_tests(s: _Setup, key: str, spec: _Spec) -> list[dict[str, Any]]:
     what = "a counter reset" if spec.glitch == "reset" else "one failed scrape"
     tests.append(
         _test(
+            s,
             f"{alert}: keeps firing through {what}",
             spec.series(s, above, _Window(t0, end, end, glitch)),
-            [(t, alert, firing(t)) for t in range(glitch, end + 1)],
+            [(t, alert, firing(t)) for t in _span(glitch, end + 1) if clear(t)],
         )
     )
     t1 = fires + 1
     end = t1 + s.window
-    # Gauges are smoothed over the window: still firing one minute before it has passed.
+    # Gauges are smoothed over the window: still firing one step before it has passed.
     smoothed = [(end - 1, alert, firing(end - 1))] if spec.glitch == "stale" else []
     tests.append(
         _test(
-            f"{alert}: resolves within {s.window}m once the cause goes",
+            s,
+            f"{alert}: resolves within {s.config.alerts.rate_window} once the cause goes",
             spec.series(s, above, _Window(t0, t1, end)),
-            [(t1, alert, firing(t1)), *smoothed, (end, alert, [])],
+            [*([(t1, alert, firing(t1))] if clear(t1) else []), *smoothed, (end, alert, [])],
         )
     )
     tests += spec.more_tests(s, alert, above, t0, for_)
@@ -550,10 +600,7 @@ def _agent(s: _Setup, w: _Window, *, vanish: bool = False) -> list[dict[str, str
 
 def _absent_tests(s: _Setup) -> list[dict[str, Any]]:
     alerts = s.config.alerts
-    alert, for_ = (
-        ALERT_NAMES["metrics_absent"],
-        _minutes(alerts.metrics_absent.for_, "alerts.metrics_absent.for"),
-    )
+    alert, for_ = ALERT_NAMES["metrics_absent"], _seconds(alerts.metrics_absent.for_) // s.step
     t0 = s.window + 1
     fires = t0 + for_
     down = [s.expect(alert, 0.0, **s.instance)]
@@ -561,11 +608,14 @@ def _absent_tests(s: _Setup) -> list[dict[str, Any]]:
     before: list[Check] = [(fires - 1, alert, [])] if for_ else []
     tests = [
         _test(
-            f"{alert}: a target failing its scrapes fires after {alerts.metrics_absent.for_}, not 1m earlier",
+            s,
+            f"{alert}: a target failing its scrapes fires after {alerts.metrics_absent.for_}, "
+            f"not {_at(s.step)} earlier",
             _agent(s, _Window(t0, fires + 1, fires + 1)),
             [(t0 - 1, alert, []), *before, (fires, alert, down)],
         ),
         _test(
+            s,
             f"{alert}: resolves at the first good scrape",
             _agent(s, _Window(t0, fires + 1, fires + 2)),
             [(fires + 1, alert, down), (fires + 2, alert, [])],
@@ -574,12 +624,13 @@ def _absent_tests(s: _Setup) -> list[dict[str, Any]]:
     if for_ >= 2:
         tests.append(
             _test(
+                s,
                 f"{alert}: an outage shorter than {alerts.metrics_absent.for_} (a restart) does not fire",
                 _agent(s, _Window(t0, fires - 2, fires + 1)),
-                [(t, alert, []) for t in range(t0, fires + 2)],
+                [(t, alert, []) for t in _span(t0, fires + 2)],
             )
         )
-    lookback = _minutes(_context_lookback(s), "lookback")
+    lookback = _seconds(_context_lookback(s)) // s.step
     forgotten = t0 - 1 + lookback  # the last sample leaves the lookback window
     equal = {m.name: m.value for m in alerts.matchers if m.op == "="}
     keeps = all(m.op == "=" for m in alerts.matchers) and set(s.level) <= set(equal)
@@ -590,6 +641,7 @@ def _absent_tests(s: _Setup) -> list[dict[str, Any]]:
     )
     tests.append(
         _test(
+            s,
             f"{alert}: a job removed from discovery fires after {alerts.metrics_absent.for_}",
             _agent(s, _Window(t0, forgotten + 2, forgotten + 2), vanish=True),
             [*before, (fires, alert, gone), *later],
@@ -654,36 +706,41 @@ def _system(s: _Setup, end: int, *, fresh: bool) -> list[dict[str, str]]:
     return series
 
 
-def _quiet_tests(s: _Setup, alert: str, for_minutes: int) -> list[dict[str, Any]]:
-    end = for_minutes + s.window + 5
-    checks: list[Check] = [(t, alert, []) for t in range(end + 1)]
+def _quiet_tests(s: _Setup, alert: str, for_steps: int) -> list[dict[str, Any]]:
+    end = for_steps + s.window + 5
+    checks: list[Check] = [(t, alert, []) for t in _span(0, end + 1)]
     idle = _test(
+        s,
         f"{alert}: an idle system with a failing, slow past fires nothing",
         _system(s, end, fresh=False),
         checks,
     )
     if alert == ALERT_NAMES["high_error_rate"]:
         # Not only "no alert" (NaN > x is false anyway): the ratio is not recorded at all, never NaN.
-        idle["promql_expr_test"] = [{"expr": s.error_ratio, "eval_time": f"{end}m", "exp_samples": []}]
+        idle["promql_expr_test"] = [
+            {"expr": s.error_ratio, "eval_time": _at(end * s.step), "exp_samples": []}
+        ]
     return [
         idle,
-        _test(f"{alert}: a freshly started system fires nothing", _system(s, end, fresh=True), checks),
+        _test(s, f"{alert}: a freshly started system fires nothing", _system(s, end, fresh=True), checks),
     ]
 
 
 def render_rule_tests(config: Config, groups: RuleGroups, rule_file: Path) -> dict[str, dict[str, Any]]:
     """One promtool test file per enabled alert, keyed by alert name; ``rule_file`` relative to it."""
-    s = _setup(config, groups)
+    shared = _setup(config, groups)
     files = {}
     for key, alert in ALERT_NAMES.items():
         rule = getattr(config.alerts, key)
         if not rule.enabled:
             continue
+        step = _step_for(config, key)
+        s = replace(shared, step=step, window=_seconds(config.alerts.rate_window) // step)
         tests = _absent_tests(s) if key == "metrics_absent" else _threshold_tests(s, key, _SPECS[key])
-        tests += _quiet_tests(s, alert, _minutes(rule.for_, f"alerts.{key}.for"))
+        tests += _quiet_tests(s, alert, _seconds(rule.for_) // step)
         files[alert] = {
             "rule_files": [str(rule_file)],
-            "evaluation_interval": "1m",
+            "evaluation_interval": _at(step),
             "group_eval_order": [RECORDING_GROUP, ALERTING_GROUP],
             "tests": tests,
         }
