@@ -623,15 +623,19 @@ def _vector_selectors_in_every_output(config: Config) -> list[tuple[str, str, li
 
     found = []
     for path, text in render_files(config).items():
+        exprs = []
         if path.suffix == ".json":
             exprs = _json_exprs(json.loads(text))
-        else:
-            data = yaml.safe_load(text)
+        for data in yaml.safe_load_all(text) if path.suffix == ".yaml" else ():
             if path.parent == TESTS_DIR:
-                exprs = [s["series"] for t in data["tests"] for s in t["input_series"]]
-            else:
+                exprs += [s["series"] for t in data["tests"] for s in t["input_series"]]
+            elif data.get("kind") == "ConfigMap":  # dashboards for the Grafana sidecar
+                exprs += [
+                    e for v in data["data"].values() if v.startswith("{") for e in _json_exprs(json.loads(v))
+                ]
+            elif "groups" in data or "groups" in data.get("spec", {}):
                 groups = data["spec"]["groups"] if "spec" in data else data["groups"]
-                exprs = [r["expr"] for g in groups for r in g["rules"]]
+                exprs += [r["expr"] for g in groups for r in g["rules"]]
         for expr in exprs:
             grafana = expr.replace("$__rate_interval", "5m").replace("$__range", "1h")
             found += [(str(path), name, matchers) for name, matchers in selectors(grafana)]
@@ -659,7 +663,11 @@ class TestAdversarialSelectors:
         config = config_with(selector=selector + ', x!="y"')
         assert [m.value for m in config.alerts.matchers] == [*ADVERSARIAL_VALUES, "y"]
         found = _vector_selectors_in_every_output(config)
-        assert len({where for where, _, _ in found}) == len(render_rules(config)) + 2  # + 2 dashboards
+        from subagent_telemetry.render import render_files
+
+        files = render_files(config).items()
+        with_queries = {str(p) for p, text in files if re.search(r"subagent_\w+\{", text)}
+        assert {where for where, _, _ in found} == with_queries  # every file holding a query was read
         for where, name, matchers in found:
             if name.startswith("subagent_") or name == "up":
                 for label, value in wanted:
