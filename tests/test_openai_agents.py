@@ -22,7 +22,9 @@ from agents import (
 )
 from agents.items import ModelResponse
 from agents.lifecycle import RunHooksBase
+from agents.model_settings import ModelSettings
 from agents.result import RunResultStreaming
+from agents.retry import ModelRetrySettings, RetryDecision
 from agents.testing import ModelStep, ScriptedModel, assistant_message, function_call
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
@@ -200,6 +202,25 @@ class TestDelegationTree:
         assert asyncio.run(Runner.run(parent, "go")).final_output == "done"
         assert per_depth(registry, "subagent_tokens_consumed_sum", 2) == [6, 9]
         assert_invariant(registry)
+
+    def test_a_retried_model_call_counts_only_the_response(
+        self, telemetry_factory: Factory, registry: CollectorRegistry
+    ) -> None:
+        """A model call the SDK retries after an error is one turn with the successful response's tokens."""
+        flaky = Agent(
+            name="flaky",
+            model=ScriptedModel([ModelStep.raise_error(ConnectionError("blip")), reply("ok", 3, 4)]),
+            model_settings=ModelSettings(
+                retry=ModelRetrySettings(
+                    max_retries=1, policy=lambda context: RetryDecision(retry=True, delay=0)
+                )
+            ),
+        )
+        openai_agents.instrument(telemetry_factory())
+        assert asyncio.run(Runner.run(flaky, "go")).final_output == "ok"
+        assert per_depth(registry, "subagent_turns_used_sum", 1) == [1]
+        assert per_depth(registry, "subagent_tokens_consumed_sum", 1) == [7]
+        assert total(registry, "subagent_completions_total", status="complete") == 1
 
     def test_callers_hooks_still_run(self, telemetry_factory: Factory) -> None:
         """The caller's RunHooks see every callback while the integration records."""
