@@ -29,7 +29,7 @@ from pydantic_ai.capabilities import AbstractCapability
 from pydantic_ai.models.function import AgentInfo, FunctionModel
 from pydantic_ai.usage import RequestUsage, RunUsage, UsageLimits
 
-from subagent_telemetry import SubagentTelemetry, TokenLimitExceeded
+from subagent_telemetry import Config, SubagentTelemetry, TokenLimitExceeded
 from subagent_telemetry.integrations import pydantic_ai as integration
 from subagent_telemetry.integrations.pydantic_ai import TelemetryCapability
 from tests.conftest import make_config
@@ -343,6 +343,38 @@ class TestInstrumentation:
         unwatched.run_sync("go")
         assert total(registry, "subagent_executions_total") == 1
         assert total(registry, "subagent_tokens_consumed_sum") == 4
+
+    def test_one_capability_serves_concurrent_runs(
+        self, telemetry_factory: Factory, registry: CollectorRegistry
+    ) -> None:
+        """One TelemetryCapability on several agents running at once records each run's own responses."""
+        config = Config.model_validate(
+            {"agent": {"subagent": {"max_concurrency": 10}}, "telemetry": {"agent_label": {"enabled": True}}}
+        )
+        shared = TelemetryCapability(telemetry_factory(config))
+
+        async def slow_reply(tokens: int) -> Callable[..., Any]:
+            async def respond(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
+                await asyncio.sleep(0.01)  # The runs interleave.
+                return reply("ok", tokens, tokens)
+
+            return respond
+
+        async def runs() -> None:
+            agents = [
+                Agent(FunctionModel(await slow_reply(n)), name=f"a{n}", capabilities=[shared])
+                for n in (1, 2, 3)
+            ]
+            await asyncio.gather(*(agent.run("go") for agent in agents))
+
+        asyncio.run(runs())
+        assert total(registry, "subagent_executions_total", depth="1") == 3
+        assert [total(registry, "subagent_tokens_consumed_sum", agent=f"a{n}") for n in (1, 2, 3)] == [
+            2,
+            4,
+            6,
+        ]
+        assert_invariant(registry)
 
     def test_capability_per_run_records_that_run(
         self, telemetry_factory: Factory, registry: CollectorRegistry

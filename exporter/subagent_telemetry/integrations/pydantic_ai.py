@@ -14,13 +14,14 @@ refused subagent raises the ``QuotaExceeded`` before its first model request; in
 instrumented agent it becomes a ``ToolFailed``, the failed tool result the parent model sees. See
 docs/integrations.md.
 
-The seam is the public capability API (``for_run``, ``wrap_run``, ``after_model_request``,
+The seam is the public capability API (``wrap_run``, ``after_model_request``,
 ``on_tool_execute_error``); ``instrument()`` adds the capability to each run through ``Agent.iter``, where
 every run method starts, and ``uninstrument()`` restores it.
 """
 
 from __future__ import annotations
 
+import contextvars
 import dataclasses
 import functools
 import warnings
@@ -55,25 +56,24 @@ if TYPE_CHECKING:
 __all__ = ["TelemetryCapability", "instrument", "uninstrument"]
 
 _original_iter: Any = None
+#: The execution of the run whose body this is. Set in ``wrap_run``; pydantic-ai carries context
+#: variables set there into the run body, where ``after_model_request`` runs (a per-run copy through
+#: ``for_run`` would work too, but makes pydantic-ai re-extract the capability's configuration per run).
+_RUN: contextvars.ContextVar[SubagentMetrics | None] = contextvars.ContextVar(
+    "subagent_telemetry_pydantic_ai_run", default=None
+)
 
 
 @dataclasses.dataclass
 class TelemetryCapability(AbstractCapability[Any]):
     """Records each run of the agent it is given to (or of the run it is passed to) on ``tel``.
 
-    ``name`` overrides the agent's name as the execution name. Each run works on its own copy
-    (``for_run``), which holds that run's execution.
+    ``name`` overrides the agent's name as the execution name. One instance serves any number of
+    concurrent runs: each run's execution lives in that run's context, not on the instance.
     """
 
     tel: SubagentTelemetry
     name: str | None = None
-    _execution: SubagentMetrics | None = dataclasses.field(
-        default=None, init=False, repr=False, compare=False
-    )
-
-    async def for_run(self, ctx: RunContext[Any]) -> TelemetryCapability:
-        """A fresh copy for one run: it holds that run's execution (concurrent runs never share one)."""
-        return dataclasses.replace(self)
 
     async def wrap_run(
         self, ctx: RunContext[Any], *, handler: Callable[[], Awaitable[AgentRunResult[Any]]]
@@ -84,7 +84,7 @@ class TelemetryCapability(AbstractCapability[Any]):
         agent_name = ctx.agent.name if ctx.agent is not None else None
         # Parent: the execution current where the run started (a tool's task carries its run's).
         execution = await tel.astart(self.name or agent_name or "agent")
-        self._execution = execution
+        token = _RUN.set(execution)
         try:
             # Context variables set here reach the run body and the tasks it starts (pydantic-ai
             # propagates them), so runs started from tools nest under this one.
@@ -99,6 +99,8 @@ class TelemetryCapability(AbstractCapability[Any]):
         except BaseException as exc:
             execution.finish(exc)
             raise
+        finally:
+            _RUN.reset(token)
         execution.finish()
         return result
 
@@ -106,7 +108,7 @@ class TelemetryCapability(AbstractCapability[Any]):
         self, ctx: RunContext[Any], *, request_context: ModelRequestContext, response: ModelResponse
     ) -> ModelResponse:
         """One model request: its own usage, never the run's ``RunUsage`` (shared with delegates)."""
-        execution = self._execution
+        execution = _RUN.get()
         if execution is not None:
             usage = response.usage
             execution.record_response(
