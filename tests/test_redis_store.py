@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import threading
@@ -683,3 +684,105 @@ class TestOutage:
         meta = _meta(server.url, "paused")
         assert (meta["executions"], meta["tokens"], meta["reserved"]) == (322, 320, 0)
         assert _leases(server.url, "paused") == 0
+
+
+def _recorded(registry: CollectorRegistry) -> tuple[float, float]:
+    """(executions started, executions still active) as the process recorded them."""
+    started = registry.get_sample_value("subagent_executions_total", {"depth": "1"}) or 0.0
+    active = registry.get_sample_value("subagent_active_count", {"depth": "1"}) or 0.0
+    return started, active
+
+
+@integration
+class TestCancellation:
+    """A task cancelled while its admission or exit awaits a slow Redis leaves both sides consistent."""
+
+    @pytest.fixture
+    def slow(self, server: RunningServer) -> Iterator[TcpProxy]:
+        proxy = TcpProxy(server.port, delay_seconds=0.1)  # Every reply arrives 100 ms late.
+        yield proxy
+        proxy.close()
+
+    def _setup(self, proxy: TcpProxy, session: str) -> tuple[SubagentTelemetry, CollectorRegistry]:
+        config = _config(f"redis://127.0.0.1:{proxy.port}", session, {"estimated_tokens": 7})
+        registry = CollectorRegistry()
+        return SubagentTelemetry(config, registry=registry), registry
+
+    def test_a_cancelled_admission_is_not_counted_and_holds_no_lease(
+        self, server: RunningServer, slow: TcpProxy
+    ) -> None:
+        """Cancelled while reserve's reply is on its way: Redis gives the execution and lease back."""
+        tel, registry = self._setup(slow, "cancel-admit")
+
+        async def run() -> None:
+            async with tel.execution("a"):
+                pass  # Reached once, by the warm-up.
+            task = asyncio.ensure_future(tel.execution("a").__aenter__())
+            await asyncio.sleep(0.05)  # The reserve ran on the server; its reply is delayed.
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            await asyncio.sleep(1.5)  # The void replays in the background (a new connection: ~8 round trips).
+
+        asyncio.run(run())
+        meta = _meta(server.url, "cancel-admit")
+        assert (meta["executions"], meta["reserved"]) == (1, 0)
+        assert _leases(server.url, "cancel-admit") == 0
+        assert _recorded(registry) == (1, 0)
+        assert tel._slots.in_use == 0
+
+    def test_a_cancelled_exit_records_the_outcome_frees_the_slot_and_releases_the_lease(
+        self, server: RunningServer, slow: TcpProxy
+    ) -> None:
+        """Cancelled while the release is on its way: outcome recorded, local slot and lease given back."""
+        tel, registry = self._setup(slow, "cancel-exit")
+
+        async def run() -> None:
+            admitted = asyncio.Event()
+
+            async def agent() -> None:
+                async with tel.execution("a"):
+                    admitted.set()
+
+            task = asyncio.ensure_future(agent())
+            await admitted.wait()
+            await asyncio.sleep(0.03)  # In __aexit__, awaiting the release.
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            await asyncio.sleep(1.0)
+
+        asyncio.run(run())
+        assert _recorded(registry) == (1, 0)
+        assert tel._slots.in_use == 0
+        assert _leases(server.url, "cancel-exit") == 0
+        assert _meta(server.url, "cancel-exit")["reserved"] == 0
+
+    def test_cancellation_at_any_moment_keeps_the_fleet_and_the_process_in_agreement(
+        self, server: RunningServer, slow: TcpProxy
+    ) -> None:
+        """Cancelled 0-900 ms into admission, body or exit: Redis counts what the process recorded."""
+        tel, registry = self._setup(slow, "cancel-any")
+
+        async def agent() -> None:
+            async with tel.execution("a") as run:
+                run.record_tokens(output=1)
+                await asyncio.sleep(0.05)
+
+        async def run() -> None:
+            await agent()  # Connected: later admissions take one delayed round trip (until a cancel).
+            for step in range(0, 91, 6):
+                task = asyncio.ensure_future(agent())
+                await asyncio.sleep(step / 100)
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            await asyncio.sleep(2.0)
+
+        asyncio.run(run())
+        started, active = _recorded(registry)
+        meta = _meta(server.url, "cancel-any")
+        assert (meta["executions"], meta["reserved"], active) == (started, 0, 0)
+        assert 1 < started < 17  # Some cancellations hit admission, others the body or the exit.
+        assert _leases(server.url, "cancel-any") == 0
+        assert tel._slots.in_use == 0

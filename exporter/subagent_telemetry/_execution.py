@@ -526,7 +526,16 @@ class Execution:
         lease = self._lease
         if lease is not None:  # Give the fleet slot back without blocking the loop.
             self._lease = None
-            await self._tel.tracker.release_async(lease)
+            # Shielded: a cancellation arriving meanwhile ends this exit, never the release, and the
+            # outcome is recorded below whatever happens to the await.
+            release = asyncio.ensure_future(self._tel.tracker.release_async(lease))
+            _RELEASING.add(release)
+            release.add_done_callback(_RELEASING.discard)
+            try:
+                await asyncio.shield(release)
+            finally:
+                self.__exit__(exc_type, exc, tb)
+            return
         self.__exit__(exc_type, exc, tb)
 
 
@@ -616,6 +625,9 @@ class SubagentMetrics(Execution):
         # A handle that was never admitted (validation failed, admission refused) has nothing to end.
         self._finish(None, ErrorType.ABORTED)
 
+
+#: Lease releases running shielded from their task's cancellation (kept referenced until done).
+_RELEASING: set[asyncio.Future[None]] = set()
 
 #: ``str(depth)`` for every depth a config allows (1-10) and one past it.
 _DEPTH_LABELS = tuple(str(depth) for depth in range(12))

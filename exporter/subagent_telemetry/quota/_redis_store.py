@@ -304,6 +304,8 @@ class RedisQuotaStore:
         self._flushing = threading.Lock()
         #: Token settles running as tasks (record_tokens in a running loop), by lease id.
         self._settling: dict[str, set[asyncio.Task[None]]] = {}
+        #: Replays started after a cancelled admission (kept referenced until done).
+        self._background: set[asyncio.Task[None]] = set()
         _STORES.add(self)
 
     @classmethod
@@ -396,6 +398,12 @@ class RedisQuotaStore:
             )
         except UNAVAILABLE as error:
             return self._on_admit_error(request_id, error, True)
+        except asyncio.CancelledError:
+            # The script may have run (or run later): void it, so the fleet never counts an execution
+            # this process does not record, and give its lease back now rather than at expiry.
+            self.policy.add_item(f"v {request_id}")
+            self._flush_soon(side)
+            raise
         return self._admitted(request_id, reply, limits)
 
     def add_lease_tokens(
@@ -490,6 +498,20 @@ class RedisQuotaStore:
         finally:
             self._flushing.release()
 
+    def _flush_soon(self, side: Any) -> None:
+        """Replay the backlog in a task of the running loop (after a cancelled call)."""
+        task = asyncio.get_running_loop().create_task(self._flush_logged(side))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _flush_logged(self, side: Any) -> None:
+        try:
+            await self._flush_async(side)
+        except UNAVAILABLE as error:
+            self.policy.failed(error)
+        except Exception:
+            _log.warning("subagent_telemetry: replaying the quota backlog failed", exc_info=True)
+
     async def _settle_async(self, lease: str, tokens: int, cost: int, *, release: bool) -> None:
         assert self.loop_clients is not None
         if self.policy.skipping():
@@ -552,6 +574,7 @@ class RedisQuotaStore:
     def _forked(self) -> None:
         self._flushing = threading.Lock()
         self._settling = {}
+        self._background = set()
         self.policy.forked()
 
     def _ttl_ms(self, limits: QuotaLimits) -> int:
