@@ -179,6 +179,32 @@ class TestOnce:
         assert result.returncode == 0, result.stderr
         assert _line(result.stdout, r"\s*cost\s").split()[:4] == ["cost", "0", "2", "0.0%"]
 
+    def test_once_lists_the_top_agents_when_the_agent_label_is_on(self) -> None:
+        """With telemetry.agent_label enabled, each agent's executions and errors are listed."""
+        config = Config.model_validate(
+            {
+                "agent": {"subagent": {"max_executions": 20}},
+                "telemetry": {
+                    "log_executions": False,
+                    "prometheus": {"port": 0},
+                    "agent_label": {"enabled": True},
+                },
+            }
+        )
+        tel = SubagentTelemetry(config, registry=CollectorRegistry())
+        try:
+            url = tel.serve().url
+            _run_known_workload(tel)
+            result = subprocess.run(
+                _top(url, "--once"), capture_output=True, text=True, timeout=30, check=False
+            )
+        finally:
+            tel.shutdown(timeout_seconds=1)
+        assert result.returncode == 0, result.stderr
+        assert "Top agents" in result.stdout
+        assert re.search(r"\bplanner\s+4\s+0\b", result.stdout), result.stdout
+        assert re.search(r"\bcoder\s+4\s+2\b", result.stdout), result.stdout
+
     def test_once_against_a_dead_source_says_so_and_exits_1(self) -> None:
         """--once on a source that does not answer prints the failure, not a traceback, and exits 1."""
         result = subprocess.run(
@@ -223,6 +249,23 @@ class TestPrometheusSource:
         assert "alerts:" in screen
         if (shots := screenshot_dir()) is not None:
             terminal_png(shown_ansi, shots / "top-prometheus.png")
+
+    def test_a_selector_matching_nothing_is_said(
+        self, demo_and_prometheus: tuple[str, RunningServer], tmp_path: Path
+    ) -> None:
+        """A selector that matches no series is reported as such (exit 1), not shown as empty tables."""
+        _, prometheus = demo_and_prometheus
+        config = tmp_path / "agent.yaml"
+        config.write_text("alerts:\n  selector: 'job=\"nope\"'\n")
+        result = subprocess.run(
+            _top(prometheus.url, "--once", "--config", str(config)),
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+        assert result.returncode == 1
+        assert 'no subagent metrics match {job="nope"}' in result.stdout
 
     def test_firing_alerts_are_shown(self, demo_and_prometheus: tuple[str, RunningServer]) -> None:
         """The rendered rules' alerts that Prometheus has firing appear by name (the demo refuses work)."""

@@ -34,6 +34,7 @@ TIME_PEAK = 600.0
 EXECUTIONS = 600  # over the hour: 400 at depth 1, 200 at depth 2
 MEAN_TOKENS = 1500.0
 REFUSED = 10
+TRUNCATED = 6
 LABELS = 'job="agent",instance="a:9464"'
 
 
@@ -71,6 +72,7 @@ def _openmetrics(start: int) -> str:
             ("_total", ',depth="3",status="complete"', lambda k: 0),
         ],
     )
+    family(cat.OUTPUT_TRUNCATIONS, [("_total", ',depth="1"', lambda k: ramp(TRUNCATED, k))])
     family(cat.QUOTA_REJECTIONS, [("_total", ',resource="executions"', lambda k: ramp(REFUSED, k))])
     token_buckets = [("1000", 300), ("2500", 600), ("+Inf", 600)]
     family(
@@ -218,6 +220,15 @@ class TestFlags:
         assert "# ! max_executions refuses healthy work: 10 refused or stopped (2% of executions)" in text
         assert "max_concurrency never binds" not in text
         assert "max_concurrency refuses" not in text
+
+    def test_truncated_outputs_are_flagged_not_proposed(
+        self, backfilled: tuple[RunningServer, float]
+    ) -> None:
+        """Truncations are counted and flagged on output_max_size, which is left as it is."""
+        prometheus, end = backfilled
+        _, text = _tune(prometheus.url, end)
+        assert "# ! output_max_size truncates: 6 outputs cut short (1% of executions)" in text
+        assert "output_max_size" not in _proposal(text)
 
 
 class TestCommand:

@@ -114,8 +114,13 @@ class Poller:
         from ..render.rules import ALERT_NAMES  # noqa: PLC0415 - only the Prometheus source shows alerts
 
         now = time.time()
+        current = self._prom.readings(now)
+        if not current.series:
+            selector = self._prom.selector
+            msg = f"no subagent metrics match {{{selector}}} at {self._prom.url} (see alerts.selector)"
+            raise SourceError(msg)
         return Poll(
-            self._prom.readings(now),
+            current,
             base=self._prom.readings(now - self._window),
             alerts=self._prom.firing_alerts(ALERT_NAMES.values()),
         )
@@ -173,6 +178,14 @@ class QuotaRow:
 
 
 @dataclass
+class AgentRow:
+    name: str
+    executions: float
+    rate_per_second: float | None  # over the window
+    errors: float
+
+
+@dataclass
 class View:
     depths: list[DepthRow]
     total: DepthRow
@@ -180,7 +193,7 @@ class View:
     max_concurrency: float | None
     quotas: list[QuotaRow]
     latency: dict[str, tuple[float | None, float | None]]  # metric → (p50, p95)
-    agents: list[tuple[str, float, float]]  # name, executions in window, errors in window
+    agents: list[AgentRow]
     rejections: dict[str, float]
     alerts: list[dict[str, str]] | None
     window_seconds: float
@@ -225,16 +238,11 @@ def build_view(history: list[Poll], window: float) -> View:
     if set(by_agent) - {""}:
         old = base.by(cat.EXECUTIONS.name, cat.AGENT_LABEL) if base is not None else {}
         errs = cur.by(cat.ERRORS.name, cat.AGENT_LABEL)
-        old_errs = base.by(cat.ERRORS.name, cat.AGENT_LABEL) if base is not None else {}
         for name, value in by_agent.items():
-            agents.append(
-                (
-                    name,
-                    max(value - old.get(name, 0.0), 0.0),
-                    max(errs.get(name, 0.0) - old_errs.get(name, 0.0), 0.0),
-                )
-            )
-        agents.sort(key=lambda a: (-a[1], a[0]))
+            rate = max(value - old.get(name, 0.0), 0.0) / span if base is not None and span else None
+            agents.append(AgentRow(name, value, rate, errs.get(name, 0.0)))
+        # The busiest now first; totals break ties (and order the first frame).
+        agents.sort(key=lambda a: (-(a.rate_per_second or 0.0), -a.executions, a.name))
     max_conc = cur.samples(cat.MAX_CONCURRENCY.name)
     return View(
         depths=rows,
@@ -462,9 +470,9 @@ def _latency_table(view: View) -> Table:
 def _agents_table(view: View, rows: int) -> Table | None:
     if not view.agents or rows <= 0:
         return None
-    table = _table("Top agents (window)", ("agent", "executions", "errors"), left=("agent",))
-    for name, executions, errors in view.agents[:rows]:
-        table.add_row(name, _num(executions), _num(errors))
+    table = _table("Top agents", ("agent", "executions", "errors", "exec/s"), left=("agent",))
+    for row in view.agents[:rows]:
+        table.add_row(row.name, _num(row.executions), _num(row.errors), _num(row.rate_per_second, 2))
     return table
 
 

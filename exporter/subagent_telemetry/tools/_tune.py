@@ -55,6 +55,7 @@ class Observed:
     session_peaks: dict[str, list[float]] = field(default_factory=dict)
     refusals: dict[str, float] = field(default_factory=dict)
     incomplete: float = 0.0
+    truncations: float = 0.0
     limits: dict[str, float] = field(default_factory=dict)
 
 
@@ -110,6 +111,7 @@ def observe(api: PrometheusAPI, window: str, end: float, config: Config) -> Obse
     )
     incomplete = sel(f'status="{Status.INCOMPLETE.value}"')
     obs.incomplete = scalar(f"sum(increase({cat.COMPLETIONS.name}{incomplete}[{w}]))") or 0.0
+    obs.truncations = scalar(f"sum(increase({cat.OUTPUT_TRUNCATIONS.name}{sel()}[{w}]))") or 0.0
     rejections = api.query(f"sum by (resource) (increase({cat.QUOTA_REJECTIONS.name}{sel()}[{w}]))", end)
     obs.refusals = {lab.get("resource", ""): v for lab, v in rejections}
     window_s = duration_seconds(window)
@@ -193,7 +195,21 @@ def propose(
         out.append(Proposal("max_concurrency", None, "no executions running in the window"))
     for proposal in out:
         proposal.flags = _flags(proposal, obs, current)
+    out.append(_output_size(obs))
     return out
+
+
+def _output_size(obs: Observed) -> Proposal:
+    """Output sizes are not measured, only truncations: reported, never proposed."""
+    reason = "output sizes are not measured; truncations are (subagent_output_truncations_total)"
+    proposal = Proposal("output_max_size", None, reason)
+    if obs.truncations >= 0.5:
+        share = f" ({_pct(obs.truncations / obs.executions)} of executions)" if obs.executions else ""
+        proposal.flags.append(
+            f"truncates: {obs.truncations:.0f} outputs cut short{share}: "
+            "raise it if the agent needs them whole"
+        )
+    return proposal
 
 
 _KEYS = {
