@@ -11,8 +11,8 @@ model's time and the CLI's own work, so these ratios are an upper bound.
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -21,11 +21,10 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # benchmarks.* and tests.* from run.py
 
 import claude_agent_sdk
-from prometheus_client import CollectorRegistry
 from tests.support.scripted_claude import ScriptedTransport, assistant, result, text
 
-from benchmarks.bench_core import Figure, bench_config
-from subagent_telemetry import SubagentTelemetry
+from benchmarks.bench_core import Figure
+from benchmarks.integration_overhead import per_response
 from subagent_telemetry.integrations import claude_agent_sdk as claude_integration
 
 AREA = "claude_agent_sdk"
@@ -57,40 +56,6 @@ def batch_seconds(responses: int, runs: int) -> float:
     return asyncio.run(batch())
 
 
-def bench_per_response(responses: int, runs: int, repeats: int) -> list[Figure]:
-    """µs per model response bare and instrumented; the ratio and the added µs."""
-    registry = CollectorRegistry()
-    tel = SubagentTelemetry(bench_config(default_max_turns=100), registry=registry)
-    warm_up = max(runs // 10, 1)
-    batch_seconds(responses, warm_up)
-    claude_integration.instrument(tel)
-    batch_seconds(responses, warm_up)
-    claude_integration.uninstrument()
-    bare, instrumented = [], []
-    for _ in range(repeats):
-        bare.append(batch_seconds(responses, runs))
-        claude_integration.instrument(tel)
-        try:
-            instrumented.append(batch_seconds(responses, runs))
-        finally:
-            claude_integration.uninstrument()
-    expected = (runs * repeats + warm_up) * responses
-    recorded = registry.get_sample_value("subagent_turns_used_sum", {"depth": "1"})
-    assert recorded == expected, (recorded, expected)  # One turn per message id, none twice.
-    tokens = registry.get_sample_value("subagent_tokens_consumed_sum", {"depth": "1"})
-    assert tokens == expected * (INPUT_TOKENS + OUTPUT_TOKENS), tokens
-    per = runs * responses
-    bare_us = statistics.median(bare) / per * 1e6
-    inst_us = statistics.median(instrumented) / per * 1e6
-    label = f"{responses} response{'s' if responses > 1 else ''} per session"
-    return [
-        Figure(f"SDK alone, µs per response ({label})", bare_us, "µs"),
-        Figure(f"instrumented, µs per response ({label})", inst_us, "µs"),
-        Figure(f"added per response ({label})", inst_us - bare_us, "µs"),
-        Figure(f"instrumented / SDK alone ({label})", inst_us / bare_us, "x"),
-    ]
-
-
 def run(quick: bool = False) -> dict[str, Any]:
     from importlib.metadata import version
 
@@ -98,7 +63,14 @@ def run(quick: bool = False) -> dict[str, Any]:
     figures: list[Figure] = []
     for responses in (1, 8):
         print(f"claude_agent_sdk: {responses} responses per session ...", file=sys.stderr, flush=True)
-        figures += bench_per_response(responses, runs, repeats)
+        figures += per_response(
+            "SDK",
+            claude_integration,
+            functools.partial(batch_seconds, responses),
+            responses=responses,
+            runs=runs,
+            repeats=repeats,
+        )
     details = {
         "workload": "claude_agent_sdk.query() over a scripted Transport; each message as two content blocks",
         "sdk": f"claude-agent-sdk {version('claude-agent-sdk')}",

@@ -9,9 +9,9 @@ real agent; the single-response run is the worst case, where it is not spread at
 
 from __future__ import annotations
 
+import functools
 import itertools
 import os
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -22,10 +22,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # benchmarks.* 
 from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
 from langchain_core.messages import AIMessage
 from langgraph.graph import END, START, MessagesState, StateGraph
-from prometheus_client import CollectorRegistry
 
-from benchmarks.bench_core import Figure, bench_config
-from subagent_telemetry import SubagentTelemetry
+from benchmarks.bench_core import Figure
+from benchmarks.integration_overhead import per_response
 from subagent_telemetry.integrations import langgraph
 
 AREA = "langgraph"
@@ -59,41 +58,6 @@ def batch_seconds(graph: Any, runs: int) -> float:
     return time.process_time() - start
 
 
-def bench_per_response(responses: int, runs: int, repeats: int) -> list[Figure]:
-    """µs per model response bare and instrumented; the ratio and the added µs."""
-    graph = looping_graph(responses)
-    registry = CollectorRegistry()
-    tel = SubagentTelemetry(bench_config(default_max_turns=100), registry=registry)
-    warm_up = max(runs // 10, 1)  # Imports, schemas, label children: once on each side, not measured.
-    batch_seconds(graph, warm_up)
-    langgraph.instrument(tel)
-    batch_seconds(graph, warm_up)
-    langgraph.uninstrument()
-    bare, instrumented = [], []
-    for _ in range(repeats):
-        bare.append(batch_seconds(graph, runs))
-        langgraph.instrument(tel)
-        try:
-            instrumented.append(batch_seconds(graph, runs))
-        finally:
-            langgraph.uninstrument()
-    expected = (runs * repeats + warm_up) * responses
-    recorded = registry.get_sample_value("subagent_turns_used_sum", {"depth": "1"})
-    assert recorded == expected, (recorded, expected)  # Every response recorded once, none twice.
-    tokens = registry.get_sample_value("subagent_tokens_consumed_sum", {"depth": "1"})
-    assert tokens == expected * (INPUT_TOKENS + OUTPUT_TOKENS), tokens
-    per = runs * responses
-    bare_us = statistics.median(bare) / per * 1e6
-    inst_us = statistics.median(instrumented) / per * 1e6
-    label = f"{responses} response{'s' if responses > 1 else ''} per run"
-    return [
-        Figure(f"LangGraph alone, µs per response ({label})", bare_us, "µs"),
-        Figure(f"instrumented, µs per response ({label})", inst_us, "µs"),
-        Figure(f"added per response ({label})", inst_us - bare_us, "µs"),
-        Figure(f"instrumented / LangGraph alone ({label})", inst_us / bare_us, "x"),
-    ]
-
-
 def run(quick: bool = False) -> dict[str, Any]:
     from importlib.metadata import version
 
@@ -101,7 +65,15 @@ def run(quick: bool = False) -> dict[str, Any]:
     figures: list[Figure] = []
     for responses in (1, 8):
         print(f"langgraph: {responses} responses per run ...", file=sys.stderr, flush=True)
-        figures += bench_per_response(responses, runs, repeats)
+        graph = looping_graph(responses)
+        figures += per_response(
+            "LangGraph",
+            langgraph,
+            functools.partial(batch_seconds, graph),
+            responses=responses,
+            runs=runs,
+            repeats=repeats,
+        )
     details = {
         "workload": "graph.invoke of one node looping on GenericFakeChatModel (usage_metadata per answer)",
         "framework": f"langgraph {version('langgraph')}, langchain-core {version('langchain-core')}",

@@ -170,6 +170,14 @@ def test_execution_attributes_of_the_handle_api() -> None:
 INTEGRATIONS_PUBLIC = {
     "openai_agents": {"instrument", "uninstrument"},
     "pydantic_ai": {"TelemetryCapability", "instrument", "uninstrument"},
+    "langgraph": {
+        "SUPPORTED_VERSIONS",
+        "SubagentCallbackHandler",
+        "callback_handler",
+        "instrument",
+        "uninstrument",
+    },
+    "claude_agent_sdk": {"SUPPORTED_VERSIONS", "instrument", "query", "uninstrument"},
 }
 
 
