@@ -355,3 +355,44 @@ class TestInstrumentation:
 
         for package, spec in lg_integration.SUPPORTED_VERSIONS.items():
             assert metadata.version(package) in SpecifierSet(spec)
+
+
+class TestControlFlow:
+    def test_subgraph_handing_over_to_its_parent_is_complete(
+        self, instrumented: Any, registry: CollectorRegistry
+    ) -> None:
+        """A subgraph that returns ``Command(graph=Command.PARENT)`` ends complete (control flow)."""
+        from langgraph.types import Command
+
+        instrumented()
+        sub = StateGraph(MessagesState)
+        sub.add_node("hand_over", lambda state: Command(graph=Command.PARENT, goto="finish"))
+        sub.add_edge(START, "hand_over")
+        builder = StateGraph(MessagesState)
+        builder.add_node("delegate", sub.compile(name="helper"), destinations=("finish",))
+        builder.add_node("finish", node(model(PLAN)))
+        builder.add_edge(START, "delegate")
+        builder.add_edge("finish", END)
+        builder.compile(name="coordinator").invoke(INPUT)
+        assert [at_depth(registry, d).completions for d in (1, 2)] == [1, 1]
+        assert at_depth(registry, 1).tokens == sum(PLAN)
+
+    def test_subgraph_paused_by_an_interrupt_is_incomplete(
+        self, instrumented: Any, registry: CollectorRegistry
+    ) -> None:
+        """A subgraph paused for human input ends ``incomplete``; the graph returns its interrupt."""
+        from langgraph.checkpoint.memory import InMemorySaver
+        from langgraph.types import interrupt
+
+        instrumented()
+        sub = StateGraph(MessagesState)
+        sub.add_node("ask_human", lambda state: {"messages": [("user", interrupt("approve?"))]})
+        sub.add_edge(START, "ask_human")
+        builder = StateGraph(MessagesState)
+        builder.add_node("delegate", sub.compile(name="helper"))
+        builder.add_edge(START, "delegate")
+        graph = builder.compile(name="coordinator", checkpointer=InMemorySaver())
+        out = graph.invoke(INPUT, config={"configurable": {"thread_id": "t1"}})
+        assert "__interrupt__" in out
+        assert at_depth(registry, 2).incomplete == 1
+        assert invariant_holds(registry)
