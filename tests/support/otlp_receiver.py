@@ -50,6 +50,8 @@ class Received:
 
     spans: list[ReceivedSpan] = field(default_factory=list)
     metric_names: set[str] = field(default_factory=set)
+    #: Sum (counter) data points: (resource attributes, metric name, point attributes, value).
+    sums: list[tuple[dict[str, Any], str, dict[str, Any], float]] = field(default_factory=list)
     #: Request headers (HTTP receiver) or invocation metadata (gRPC), one dict per request.
     headers: list[dict[str, str]] = field(default_factory=list)
     requests: int = 0
@@ -80,8 +82,13 @@ class Received:
         with self.lock:
             self.requests += 1
             for rm in request.resource_metrics:
+                resource = _attrs(rm.resource.attributes)
                 for sm in rm.scope_metrics:
                     self.metric_names.update(m.name for m in sm.metrics)
+                    for m in sm.metrics:
+                        for p in m.sum.data_points if m.HasField("sum") else ():
+                            value = p.as_int if p.HasField("as_int") else p.as_double
+                            self.sums.append((resource, m.name, _attrs(p.attributes), float(value)))
 
 
 class _TraceService(trace_service_pb2_grpc.TraceServiceServicer):

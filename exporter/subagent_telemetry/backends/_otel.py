@@ -9,7 +9,9 @@ and ``finished`` (called in the same context) restores the previous one.
 from __future__ import annotations
 
 import atexit
+import os
 import threading
+import weakref
 from collections.abc import Callable
 from contextvars import Token
 from importlib.metadata import PackageNotFoundError, version
@@ -96,27 +98,49 @@ class OtelBackend:
         tracer_provider = tracer_provider or self._owned.tracer_provider
         self._timeout_seconds = otlp.timeout_seconds
         self._currency = config.cost.currency
+        self._config = config
+        self._usage = usage
+        self._limits = limits
         self._lock = threading.Lock()
-        self._metrics: OtelInstruments | None = None
-        if meter_provider is not None:
-            sub = config.subagent
-            self._metrics = OtelInstruments(
-                meter_provider.get_meter(_SCOPE, _scope_version()),
-                with_agent_label=config.telemetry.agent_label.enabled,
-                with_model_label=config.telemetry.model_label.enabled,
-                max_depth=sub.max_depth,
-                session=config.quota.session,
-                max_concurrency=sub.max_concurrency,
-                usage=usage,
-                limits=limits,
-                genai_metrics=otlp.genai_metrics,
-            )
+        self._metrics: OtelInstruments | None = (
+            self._instruments(meter_provider) if meter_provider is not None else None
+        )
         self._tracer: Any = (
             tracer_provider.get_tracer(_SCOPE, _scope_version()) if tracer_provider is not None else None
         )
         if self._owned.meter_provider is not None or self._owned.tracer_provider is not None:
             install_rate_limit()
             atexit.register(self._flush_at_exit)
+            _OWNING.add(self)
+
+    def _instruments(self, meter_provider: Any) -> OtelInstruments:
+        config = self._config
+        sub = config.subagent
+        return OtelInstruments(
+            meter_provider.get_meter(_SCOPE, _scope_version()),
+            with_agent_label=config.telemetry.agent_label.enabled,
+            with_model_label=config.telemetry.model_label.enabled,
+            max_depth=sub.max_depth,
+            session=config.quota.session,
+            max_concurrency=sub.max_concurrency,
+            usage=self._usage,
+            limits=self._limits,
+            genai_metrics=config.telemetry.otlp.genai_metrics,
+        )
+
+    def _forked(self) -> None:
+        """In a forked child: providers of its own (its pid in ``service.instance.id``, counts from zero)
+        replace the copies of the parent's, which stay silent (their exporters send from the parent only)."""
+        inherited = self._owned
+        metrics, traces = inherited.meter_provider is not None, inherited.tracer_provider is not None
+        self._lock = threading.Lock()
+        self._owned = build_providers(self._config, metrics=metrics, traces=traces)
+        if self._owned.meter_provider is not None:
+            self._metrics = self._instruments(self._owned.meter_provider)
+        if self._owned.tracer_provider is not None:
+            self._tracer = self._owned.tracer_provider.get_tracer(_SCOPE, _scope_version())
+        # Stops the copies' export threads; off this thread: a copied lock may be held for ever.
+        threading.Thread(target=inherited.shutdown, args=(1.0,), daemon=True).start()
 
     @property
     def tracing(self) -> bool:
@@ -386,3 +410,15 @@ def _quota_event(resource: Resource, used: float, limit: float) -> dict[str, Any
         "subagent.quota.used": used,
         "subagent.quota.limit": limit,
     }
+
+
+#: Backends exporting through providers built here: a forked child rebuilds them as its own.
+_OWNING: weakref.WeakSet[OtelBackend] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for backend in list(_OWNING):
+        backend._forked()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)

@@ -16,10 +16,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from opentelemetry.sdk.metrics import MeterProvider
-from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
+from opentelemetry.sdk.metrics.export import (
+    MetricExporter,
+    MetricExportResult,
+    MetricsData,
+    PeriodicExportingMetricReader,
+)
 from opentelemetry.sdk.resources import OTELResourceDetector, Resource
 from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 
 from .._config import Config, OtlpConfig
 
@@ -150,6 +155,57 @@ class OwnedProviders:
                 step()
 
 
+class _OwnProcessMetrics(MetricExporter):
+    """Exports only from the process that built it.
+
+    A forked child inherits the parent's providers, with the parent's ``service.instance.id`` and its
+    counts; the SDK restarts their export threads in the child. Those copies stay silent (the child
+    builds its own providers, see ``OtelBackend``), so no process ever sends another's series.
+    """
+
+    def __init__(self, inner: MetricExporter) -> None:
+        super().__init__(
+            preferred_temporality=inner._preferred_temporality,
+            preferred_aggregation=inner._preferred_aggregation,
+        )
+        self._inner = inner
+        self._pid = os.getpid()
+
+    def export(
+        self, metrics_data: MetricsData, timeout_millis: float = 10_000, **kwargs: Any
+    ) -> MetricExportResult:
+        if os.getpid() != self._pid:
+            return MetricExportResult.SUCCESS
+        return self._inner.export(metrics_data, timeout_millis=timeout_millis, **kwargs)
+
+    def force_flush(self, timeout_millis: float = 10_000) -> bool:
+        return os.getpid() != self._pid or self._inner.force_flush(timeout_millis)
+
+    def shutdown(self, timeout_millis: float = 30_000, **kwargs: Any) -> None:
+        if os.getpid() == self._pid:
+            self._inner.shutdown(timeout_millis=timeout_millis, **kwargs)
+
+
+class _OwnProcessSpans(SpanExporter):
+    """``_OwnProcessMetrics`` for spans."""
+
+    def __init__(self, inner: SpanExporter) -> None:
+        self._inner = inner
+        self._pid = os.getpid()
+
+    def export(self, spans: Any) -> SpanExportResult:
+        if os.getpid() != self._pid:
+            return SpanExportResult.SUCCESS
+        return self._inner.export(spans)
+
+    def force_flush(self, timeout_millis: int = 30_000) -> bool:
+        return os.getpid() != self._pid or self._inner.force_flush(timeout_millis)
+
+    def shutdown(self) -> None:
+        if os.getpid() == self._pid:
+            self._inner.shutdown()
+
+
 def build_providers(config: Config, *, metrics: bool, traces: bool) -> OwnedProviders:
     """SDK providers exporting over OTLP; the SDK's own exit hooks are off (ours is bounded)."""
     otlp = config.telemetry.otlp
@@ -157,7 +213,7 @@ def build_providers(config: Config, *, metrics: bool, traces: bool) -> OwnedProv
     owned = OwnedProviders()
     if metrics:
         reader = PeriodicExportingMetricReader(
-            metric_exporter(otlp),
+            _OwnProcessMetrics(metric_exporter(otlp)),
             export_interval_millis=_interval_millis(otlp),
             export_timeout_millis=otlp.timeout_seconds * 1000,
         )
@@ -167,6 +223,8 @@ def build_providers(config: Config, *, metrics: bool, traces: bool) -> OwnedProv
     if traces:
         owned.tracer_provider = TracerProvider(resource=resource, shutdown_on_exit=False)
         owned.tracer_provider.add_span_processor(
-            BatchSpanProcessor(span_exporter(otlp), export_timeout_millis=otlp.timeout_seconds * 1000)
+            BatchSpanProcessor(
+                _OwnProcessSpans(span_exporter(otlp)), export_timeout_millis=otlp.timeout_seconds * 1000
+            )
         )
     return owned

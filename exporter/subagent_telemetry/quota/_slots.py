@@ -2,22 +2,33 @@
 
 One counter under one lock. Sync waiters wait on a condition; async waiters park a future on their own
 loop and are handed a slot directly by ``release`` (so a slot is never lost between wake-up and claim).
+
+Fork-safe: a child process starts with every slot free and a fresh lock (the executions that held slots
+run in the parent's other threads, which the child does not have). A release with no matching acquire
+in the child (fork called inside an execution) never raises the free count above the limit.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 import time
+import weakref
 from collections import deque
 
 
 class Slots:
-    __slots__ = ("_async_waiters", "_cond", "_free", "_lock", "_sync_waiters", "limit")
+    __slots__ = ("__weakref__", "_async_waiters", "_cond", "_free", "_lock", "_sync_waiters", "limit")
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
-        self._free = limit
+        self._fresh()
+        _ALL.add(self)
+
+    def _fresh(self) -> None:
+        """Every slot free, no waiter: at construction and in a forked child."""
+        self._free = self.limit
         # The uncontended path takes the bare lock (a C call); the condition shares it for sync waiters.
         self._lock = threading.Lock()
         self._cond = threading.Condition(self._lock)
@@ -78,7 +89,8 @@ class Slots:
                     # The slot passes straight to this waiter; _free stays as it is.
                     loop.call_soon_threadsafe(self._hand_over, future)
                     return
-            self._free += 1
+            if self._free < self.limit:  # Else a slot taken before a fork: the child never lent it.
+                self._free += 1
             if self._sync_waiters:  # notify() costs a Python-level ownership check; skip it when idle.
                 self._cond.notify()
 
@@ -96,3 +108,15 @@ class Slots:
             future.cancel()
             self._async_waiters = deque(w for w in self._async_waiters if w[1] is not future)
             return False
+
+
+#: Every ``Slots`` of this process, for the fork hook.
+_ALL: weakref.WeakSet[Slots] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for slots in list(_ALL):
+        slots._fresh()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import operator
+import os
 import random
 import threading
 import time
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -209,11 +211,12 @@ class InMemoryQuotaStore:
     construction: a server that idles before its first execution has its whole budget left.
     """
 
-    __slots__ = ("_clock", "_cost", "_executions", "_lock", "_started", "_tokens")
+    __slots__ = ("__weakref__", "_clock", "_cost", "_executions", "_lock", "_started", "_tokens")
 
     def __init__(self, clock: Clock = time.monotonic) -> None:
         self._clock = clock
         self._lock = threading.Lock()
+        _IN_MEMORY_STORES.add(self)
         self._executions = 0
         self._tokens = 0
         self._cost = 0
@@ -263,6 +266,19 @@ class InMemoryQuotaStore:
             self._tokens = 0
             self._cost = 0
             self._started = None
+
+
+#: Every in-memory store of this process: a forked child gets fresh locks (another thread may have held
+#: one at the fork, and nobody in the child would release it). The counts carry over.
+_IN_MEMORY_STORES: weakref.WeakSet[InMemoryQuotaStore] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for store in list(_IN_MEMORY_STORES):
+        store._lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def _cost_refusal(used_nanos: int, limits: QuotaLimits) -> CostLimitExceeded:
