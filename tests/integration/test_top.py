@@ -6,6 +6,7 @@ import re
 import socket
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -204,6 +205,26 @@ class TestOnce:
         assert "Top agents" in result.stdout
         assert re.search(r"\bplanner\s+4\s+0\b", result.stdout), result.stdout
         assert re.search(r"\bcoder\s+4\s+2\b", result.stdout), result.stdout
+
+    def test_without_a_terminal_it_prints_plain_frames(self, agent: tuple[SubagentTelemetry, str]) -> None:
+        """With stdout not a terminal, frames are printed one after another as plain text (no escapes)."""
+        tel, url = agent
+        _run_known_workload(tel)
+        process = subprocess.Popen(_top(url), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        timer = threading.Timer(30, process.kill)  # Bounds the test if frames never come.
+        timer.start()
+        lines: list[str] = []
+        try:
+            assert process.stdout is not None
+            while sum("Executions by depth" in line for line in lines) < 2:
+                line = process.stdout.readline()
+                assert line, "top exited or printed nothing"
+                lines.append(line)
+        finally:
+            timer.cancel()
+            process.terminate()
+            process.wait(timeout=10)
+        assert all("\x1b[" not in line for line in lines)
 
     def test_once_against_a_dead_source_says_so_and_exits_1(self) -> None:
         """--once on a source that does not answer prints the failure, not a traceback, and exits 1."""

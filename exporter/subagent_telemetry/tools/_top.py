@@ -585,3 +585,4 @@ def _run_plain(options: TopOptions, poller: Poller, console: Console) -> int:
         time.sleep(options.interval_seconds)
         console.print(render(options, poller.kind, poller.state, console, None))
         console.print()
+        console.file.flush()  # A pipe is block-buffered: each frame goes out whole, when it is made.
