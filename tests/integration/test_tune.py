@@ -200,6 +200,14 @@ class TestArithmetic:
             assert lines[index - 1].strip().startswith("#"), key
         assert load_config_text(text).subagent.max_total_tokens == 75_000
 
+    def test_header_reports_per_execution_quantiles(self, backfilled: tuple[RunningServer, float]) -> None:
+        """The header states p50/p95/p99 of tokens and turns per execution read from the histograms."""
+        prometheus, end = backfilled
+        _, text = _tune(prometheus.url, end)
+        # Tokens: half the executions <= 1000, all <= 2500; turns: 100/300/500/600 at 1/2/3/4.
+        assert "# per execution p50/p95/p99: tokens 1000/2350/2470;" in text
+        assert "turns 2/3.7/3.94" in text
+
 
 class TestFlags:
     def test_a_limit_far_above_use_never_binds(self, backfilled: tuple[RunningServer, float]) -> None:

@@ -56,6 +56,8 @@ class Observed:
     refusals: dict[str, float] = field(default_factory=dict)
     incomplete: float = 0.0
     truncations: float = 0.0
+    #: p50, p95, p99 per execution of tokens, duration and turns (histogram_quantile's interpolation).
+    per_execution: dict[str, tuple[float | None, ...]] = field(default_factory=dict)
     limits: dict[str, float] = field(default_factory=dict)
 
 
@@ -103,8 +105,11 @@ def observe(api: PrometheusAPI, window: str, end: float, config: Config) -> Obse
     obs.tokens_mean = scalar(
         f"sum(increase({tokens}_sum{sel()}[{w}])) / sum(increase({tokens}_count{sel()}[{w}]))"
     )
-    turns = api.query(f"sum by (le) (increase({cat.TURNS.name}_bucket{sel()}[{w}]))", end)
-    obs.turns_p99 = quantile(EXECUTION_QUANTILE, sorted((float(lab["le"]), v) for lab, v in turns))
+    for spec in (cat.TOKENS, cat.DURATION, cat.TURNS):
+        rows = api.query(f"sum by (le) (increase({spec.name}_bucket{sel()}[{w}]))", end)
+        buckets = sorted((float(lab["le"]), v) for lab, v in rows)
+        obs.per_execution[spec.name] = tuple(quantile(q, buckets) for q in (0.5, 0.95, 0.99))
+    obs.turns_p99 = obs.per_execution[cat.TURNS.name][2]
     depths = api.query(f"sum by (depth) (increase({cat.COMPLETIONS.name}{sel()}[{w}])) > 0", end)
     obs.deepest_depth = max(
         (int(lab["depth"]) for lab, _ in depths if lab.get("depth", "").isdigit()), default=None
@@ -288,6 +293,20 @@ def _flags(proposal: Proposal, obs: Observed, current: SubagentConfig | None) ->
     return flags
 
 
+def _figure(value: float | None) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.0f}" if value >= 100 else f"{value:.3g}"
+
+
+def _quantiles(obs: Observed) -> str:
+    parts = []
+    for spec, label in ((cat.TOKENS, "tokens"), (cat.DURATION, "seconds"), (cat.TURNS, "turns")):
+        values = obs.per_execution.get(spec.name, ())
+        parts.append(f"{label} " + "/".join(_figure(v) for v in values))
+    return "; ".join(parts)
+
+
 def render_yaml(proposals: list[Proposal], header: list[str]) -> str:
     """The ``agent.subagent`` block: one reasoning comment per value, flags as ``# !`` lines."""
     lines = [f"# {h}" for h in header]
@@ -327,6 +346,7 @@ def run_tune(options: TuneOptions) -> int:
         f"subagent-telemetry tune: {options.url} {{{selector}}} over {options.window} ending {when}",
         f"observed {obs.executions:.0f} executions in {sessions} sessions, mean {mean} tokens per execution; "
         f"safety margin {_pct(options.margin)}",
+        "per execution p50/p95/p99: " + _quantiles(obs),
         "current limits: "
         + (
             "from --config" if current is not None else "from subagent_quota_limit / subagent_max_concurrency"
