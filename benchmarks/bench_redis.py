@@ -1,4 +1,5 @@
-"""Redis quota store: reserve round trip vs a bare redis-py INCR, admission throughput, server CPU.
+"""Redis quota store: reserve round trip vs a bare redis-py INCR, admission throughput, server CPU, and
+the event loop's lag with 1,000 concurrent async executions behind a proxy adding 2 ms per round trip.
 
 Starts its own redis-server (``$SUBAGENT_TELEMETRY_TOOLS/bin`` or PATH) on a free loopback port, no
 persistence. Run alone: ``.venv/bin/python benchmarks/run.py --only redis``.
@@ -20,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import redis
+from prometheus_client import CollectorRegistry
 
 from subagent_telemetry import Config, QuotaExceeded, QuotaLimits
 from subagent_telemetry.quota._redis_store import RedisQuotaStore, connect
@@ -201,6 +203,97 @@ def bench_server_cpu(url: str, ops: int) -> list[Figure]:
     ]
 
 
+def _loop_lag(url: str, session: str, executions: int, blocking: bool) -> tuple[float, float]:
+    """(p99 loop lag ms, seconds) while ``executions`` async executions run at once, each recording
+    tokens once. ``blocking``: record_tokens takes the synchronous round trip (the code before the
+    fix), else it settles in a task of the loop."""
+    from subagent_telemetry import SubagentTelemetry
+    from subagent_telemetry.quota import _redis_store
+
+    config = Config.model_validate(
+        {
+            "agent": {"subagent": {"max_concurrency": executions}},
+            "telemetry": {"log_executions": False},
+            "quota": {"store": url, "session": session, "estimated_tokens": 10},
+        }
+    )
+    tel = SubagentTelemetry(config, registry=CollectorRegistry())
+    found = _redis_store._running_loop
+    if blocking:
+        _redis_store._running_loop = lambda: None  # type: ignore[assignment]
+    lags: list[float] = []
+
+    async def ticker(stop: asyncio.Event) -> None:
+        loop = asyncio.get_running_loop()
+        while not stop.is_set():
+            start = loop.time()
+            await asyncio.sleep(0.001)
+            lags.append((loop.time() - start - 0.001) * 1000)
+
+    async def one(go: asyncio.Event) -> None:
+        await go.wait()
+        async with tel.execution("lag") as run:
+            for _ in range(3):  # An agent's model responses, with work in between.
+                await asyncio.sleep(0.01)
+                run.record_tokens(output=10)
+
+    async def burst() -> float:
+        go = asyncio.Event()
+        tasks = [asyncio.ensure_future(one(go)) for _ in range(executions)]
+        await asyncio.sleep(0.01)
+        start = time.perf_counter()
+        go.set()
+        await asyncio.gather(*tasks)
+        return time.perf_counter() - start
+
+    async def main() -> float:
+        await burst()  # Warm-up: the connection pool grows to its working size.
+        stop = asyncio.Event()
+        tick = asyncio.ensure_future(ticker(stop))
+        seconds = await burst()
+        stop.set()
+        await tick
+        return seconds
+
+    try:
+        seconds = asyncio.run(main())
+    finally:
+        _redis_store._running_loop = found
+    if url == "memory":
+        lags.sort()
+        return lags[min(len(lags) - 1, int(len(lags) * 0.99))], seconds
+    meta = redis.Redis.from_url(url).hgetall(f"subagent:{{{session}}}:meta")
+    assert int(meta[b"tokens"]) == 2 * 3 * 10 * executions, meta  # Warm-up and measured rounds.
+    assert int(meta[b"reserved"]) == 0, meta
+    lags.sort()
+    return lags[min(len(lags) - 1, int(len(lags) * 0.99))], seconds
+
+
+def bench_loop_lag(port: int, executions: int) -> list[Figure]:
+    """Loop lag p99 behind a loopback proxy that holds every reply 2 ms (tests/support/tcp_proxy.py)."""
+    sys.path.insert(0, str(REPO))
+    from tests.support.tcp_proxy import TcpProxy
+
+    proxy = TcpProxy(port, delay_seconds=0.002)
+    try:
+        url = f"redis://127.0.0.1:{proxy.port}"
+        floor, floor_s = _loop_lag("memory", "lag-memory", executions, blocking=False)
+        before, before_s = _loop_lag(url, "lag-before", executions, blocking=True)
+        after, after_s = _loop_lag(url, "lag-after", executions, blocking=False)
+    finally:
+        proxy.close()
+    label = f"{executions} async executions"
+    return [
+        Figure(f"loop lag p99, in-memory store ({label})", floor, "ms"),
+        Figure(f"loop lag p99, Redis +2 ms/round trip, blocking record_tokens ({label})", before, "ms"),
+        Figure(f"loop lag p99, Redis +2 ms/round trip, record_tokens in a task ({label})", after, "ms"),
+        Figure("loop lag p99: blocking / in a task", before / after, "x", "≥ 2", before / after >= 2),
+        Figure(f"wall time ({label}): in-memory store", floor_s, "s"),
+        Figure(f"wall time ({label}): Redis, blocking record_tokens", before_s, "s"),
+        Figure(f"wall time ({label}): Redis, record_tokens in a task", after_s, "s"),
+    ]
+
+
 def run(quick: bool = False) -> dict[str, Any]:
     server = _Server()
     try:
@@ -208,6 +301,7 @@ def run(quick: bool = False) -> dict[str, Any]:
         figures, details = bench_round_trip(server.url, ops, repeats)
         figures += bench_throughput(server.url, 300 if quick else 5000, 2 if quick else 8)
         figures += bench_server_cpu(server.url, ops)
+        figures += bench_loop_lag(server.port, 100 if quick else 1000)
         version = redis.Redis.from_url(server.url).info("server")["redis_version"]
         details.update({"redis_server": version, "redis_py": redis.__version__})
     finally:

@@ -703,10 +703,31 @@ class TestCancellation:
         yield proxy
         proxy.close()
 
-    def _setup(self, proxy: TcpProxy, session: str) -> tuple[SubagentTelemetry, CollectorRegistry]:
-        config = _config(f"redis://127.0.0.1:{proxy.port}", session, {"estimated_tokens": 7})
+    def _setup(
+        self, proxy: TcpProxy, session: str, max_concurrency: int = 50
+    ) -> tuple[SubagentTelemetry, CollectorRegistry]:
+        url = f"redis://127.0.0.1:{proxy.port}"
+        config = _config(url, session, {"estimated_tokens": 7}, max_concurrency=max_concurrency)
         registry = CollectorRegistry()
         return SubagentTelemetry(config, registry=registry), registry
+
+    def test_more_concurrent_admissions_than_connections_wait_instead_of_failing(
+        self, server: RunningServer, slow: TcpProxy
+    ) -> None:
+        """300 async executions in flight at once share the loop's 64 connections; none is refused."""
+        tel, registry = self._setup(slow, "many-at-once", max_concurrency=1000)
+
+        async def agent() -> None:
+            async with tel.execution("a") as run:
+                run.record_tokens(output=1)
+
+        async def run() -> None:
+            await asyncio.gather(*(agent() for _ in range(300)))
+
+        asyncio.run(run())
+        meta = _meta(server.url, "many-at-once")
+        assert (meta["executions"], meta["tokens"], meta["reserved"]) == (300, 300, 0)
+        assert _recorded(registry) == (300, 0)
 
     def test_a_cancelled_admission_is_not_counted_and_holds_no_lease(
         self, server: RunningServer, slow: TcpProxy

@@ -72,6 +72,10 @@ UNAVAILABLE: tuple[type[Exception], ...] = (
 #: Sessions whose budget sees no write for this long expire when max_total_time is unlimited.
 IDLE_TTL_SECONDS = 7 * 24 * 3600
 TTL_GRACE_SECONDS = 3600
+#: Connections of one event loop's client (``?max_connections=`` in the URL overrides it); more
+#: concurrent commands wait up to ASYNC_POOL_WAIT_SECONDS for one.
+ASYNC_MAX_CONNECTIONS = 64
+ASYNC_POOL_WAIT_SECONDS = 20.0
 _CLUSTER_SCHEMES = {"redis+cluster": "redis", "rediss+cluster": "rediss"}
 _LOCAL_PREFIX = "local:"
 
@@ -165,7 +169,17 @@ def connect_async(url: str) -> Any:
         plain = _CLUSTER_SCHEMES[scheme] + url[len(scheme) :]
         return AsyncRedisCluster.from_url(plain, retry=retry, **kwargs)
     errors = [redis.ConnectionError, redis.TimeoutError]
-    return redis.asyncio.Redis.from_url(url, retry=retry, retry_on_error=errors, **kwargs)
+    # Blocking: past ASYNC_MAX_CONNECTIONS commands in flight, a task waits for a connection instead
+    # of failing with MaxConnectionsError (the default pool's 100), which would read as an outage.
+    pool = redis.asyncio.BlockingConnectionPool.from_url(
+        url,
+        max_connections=ASYNC_MAX_CONNECTIONS,
+        timeout=ASYNC_POOL_WAIT_SECONDS,
+        retry=retry,
+        retry_on_error=errors,
+        **kwargs,
+    )
+    return redis.asyncio.Redis.from_pool(pool)
 
 
 class LoopClients:
