@@ -493,3 +493,21 @@ class TestInstrumentation:
         assert "forward_subagent_text" in ClaudeAgentOptions.__dataclass_fields__
         for package, spec in claude_integration.SUPPORTED_VERSIONS.items():
             assert metadata.version(package) in SpecifierSet(spec)
+
+
+def test_a_recording_failure_never_reaches_the_loop(
+    telemetry_factory: Factory,
+    registry: CollectorRegistry,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """An unexpected error while recording a message is logged; the caller's loop goes on."""
+
+    def broken(usage: Any) -> int:
+        msg = "unreadable usage"
+        raise ValueError(msg)
+
+    monkeypatch.setattr(claude_integration, "_input_tokens", broken)
+    play(telemetry_factory(), [assistant("m1"), result()])
+    assert "not recorded" in caplog.text
+    assert at_depth(registry, 1).completions == 1

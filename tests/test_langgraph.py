@@ -396,3 +396,23 @@ class TestControlFlow:
         assert "__interrupt__" in out
         assert at_depth(registry, 2).incomplete == 1
         assert invariant_holds(registry)
+
+
+def test_a_recording_failure_never_reaches_the_graph(
+    instrumented: Any,
+    registry: CollectorRegistry,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """An unexpected error while recording is logged; the graph runs on (only quota errors are raised)."""
+
+    def broken(response: Any) -> None:
+        msg = "unreadable usage"
+        raise ValueError(msg)
+
+    instrumented()
+    monkeypatch.setattr(lg_integration, "_usage", broken)
+    out = Tree().graph.invoke(INPUT)
+    assert out["messages"][-1].content == "reply 0"
+    assert "not recorded" in caplog.text
+    assert at_depth(registry, 1).completions == 1

@@ -179,7 +179,7 @@ class _Session:
 
     async def _post_tool_use_failure(self, data: Any, tool_use_id: str | None, context: HookContext) -> Any:
         """The Agent tool itself failed: that subagent ends failed (its cancellation: cancelled)."""
-        agent = self.agents.get(tool_use_id or data.get("tool_use_id") or "")
+        agent = self.agents.get(tool_use_id or str(data.get("tool_use_id")))
         if agent is not None:
             error_type = ErrorType.CANCELLED if data.get("is_interrupt") else ErrorType.EXECUTION_FAILED
             agent.handle.finish(error_type=error_type)
@@ -207,6 +207,14 @@ class _Session:
 
     def observe(self, message: object) -> None:
         """Record one message; raises only a quota error of the session itself."""
+        try:
+            self._observe(message)
+        except QuotaExceeded:
+            raise
+        except Exception:
+            _log.warning("subagent_telemetry: a Claude message was not recorded", exc_info=True)
+
+    def _observe(self, message: object) -> None:
         if isinstance(message, AssistantMessage):
             self._assistant(message)
         elif isinstance(message, StreamEvent):

@@ -24,10 +24,11 @@ relies on context variables: runs are tracked by ``run_id``/``parent_run_id``.
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
-from collections.abc import Collection
-from typing import TYPE_CHECKING, Any, cast
+from collections.abc import Callable, Collection
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 from uuid import UUID
 
 try:
@@ -90,6 +91,25 @@ class _Run:
         self.lock = threading.Lock()
         self.model: str | None = None
         self.provider: str | None = None
+
+
+_Callback = TypeVar("_Callback", bound=Callable[..., None])
+
+
+def _guarded(method: _Callback) -> _Callback:
+    """Let quota errors through (they must stop the graph); log anything else instead of raising it
+    into the graph, which ``raise_error = True`` would do."""
+
+    @functools.wraps(method)
+    def guarded(*args: Any, **kwargs: Any) -> None:
+        try:
+            method(*args, **kwargs)
+        except QuotaExceeded:
+            raise
+        except Exception:
+            _log.warning("subagent_telemetry: LangGraph %s not recorded", method.__name__, exc_info=True)
+
+    return cast(_Callback, guarded)
 
 
 class SubagentCallbackHandler(BaseCallbackHandler):
@@ -166,6 +186,7 @@ class SubagentCallbackHandler(BaseCallbackHandler):
 
     # -- LangChain callbacks -------------------------------------------------------------------------
 
+    @_guarded
     def on_chain_start(
         self,
         serialized: dict[str, Any] | None,
@@ -179,12 +200,15 @@ class SubagentCallbackHandler(BaseCallbackHandler):
     ) -> None:
         self._start(run_id, parent_run_id, tags, str(kwargs.get("name") or _name(serialized, "graph")))
 
+    @_guarded
     def on_chain_end(self, outputs: Any, *, run_id: UUID, **kwargs: Any) -> None:
         self._end(run_id, None)
 
+    @_guarded
     def on_chain_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
         self._end(run_id, error)
 
+    @_guarded
     def on_chat_model_start(
         self,
         serialized: dict[str, Any],
@@ -198,6 +222,7 @@ class SubagentCallbackHandler(BaseCallbackHandler):
     ) -> None:
         self._model_start(run_id, parent_run_id, tags, metadata)
 
+    @_guarded
     def on_llm_start(
         self,
         serialized: dict[str, Any],
@@ -227,6 +252,7 @@ class SubagentCallbackHandler(BaseCallbackHandler):
             run.provider = _str_or_none(metadata.get("ls_provider"))
         handle.record_turn()  # TurnLimitExceeded stops the call before the model is asked.
 
+    @_guarded
     def on_llm_end(self, response: LLMResult, *, run_id: UUID, **kwargs: Any) -> None:
         with self._lock:
             run = self._runs.pop(run_id, None)
@@ -237,10 +263,12 @@ class SubagentCallbackHandler(BaseCallbackHandler):
         if usage is not None:
             handle.record_tokens(usage[0], usage[1], model=run.model, provider=run.provider)
 
+    @_guarded
     def on_llm_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
         with self._lock:
             self._runs.pop(run_id, None)
 
+    @_guarded
     def on_tool_start(
         self,
         serialized: dict[str, Any],
@@ -253,10 +281,12 @@ class SubagentCallbackHandler(BaseCallbackHandler):
     ) -> None:
         self._start(run_id, parent_run_id, tags, str(kwargs.get("name") or "tool"))
 
+    @_guarded
     def on_tool_end(self, output: Any, *, run_id: UUID, **kwargs: Any) -> None:
         with self._lock:
             self._runs.pop(run_id, None)
 
+    @_guarded
     def on_tool_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
         with self._lock:
             self._runs.pop(run_id, None)
