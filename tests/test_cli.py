@@ -331,3 +331,26 @@ def test_a_missing_extra_is_one_error_naming_the_pip_command(
     assert result.returncode == EXIT_CONFIG, result.stderr
     assert f"pip install 'subagent-telemetry[{extra}]'" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("hidden", "config", "extra"),
+    [
+        ("opentelemetry", "telemetry: {otlp: {enabled: true}}", "otel"),
+        ("redis", "quota: {store: 'redis://127.0.0.1:1/0'}", "redis"),
+    ],
+    ids=["otel", "redis"],
+)
+def test_validate_warns_when_a_needed_extra_is_missing(
+    tmp_path: Path, hidden: str, config: str, extra: str
+) -> None:
+    """validate accepts the file but warns that this machine lacks the extra it needs."""
+    path = tmp_path / "agent.yaml"
+    path.write_text(config + "\nagent: {subagent: {max_executions: 5}}\n")
+    script = _HIDE_MODULES.format(hidden={hidden})
+    result = subprocess.run(
+        [sys.executable, "-c", script, "validate", str(path)], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == EXIT_OK, result.stderr
+    assert "warning: " in result.stderr
+    assert f"pip install 'subagent-telemetry[{extra}]'" in result.stderr

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.resources
 import json
+import math
 import re
 from collections import defaultdict
 from pathlib import Path
@@ -17,7 +18,7 @@ from hypothesis import strategies as st
 
 from subagent_telemetry import _catalog as cat
 from subagent_telemetry._catalog import DURATION_BUCKETS
-from subagent_telemetry._config import ALERT_KEYS, Config, Matcher
+from subagent_telemetry._config import ALERT_KEYS, MAX_TEST_STEPS, Config, Matcher
 from subagent_telemetry.render import drifted_files
 from subagent_telemetry.render._rules_gotemplate import (
     expand,
@@ -452,6 +453,26 @@ class TestGeneratedTests:
         tests = yaml.safe_load(render_rules(config)[TESTS_DIR / "SubagentQuotaRejections.yaml"])["tests"]
         assert tests[0]["interval"] == "1s"
         assert max(len(t["alert_rule_test"]) for t in tests) <= 60
+
+    @settings(max_examples=12, deadline=None)
+    @given(window=st.integers(min_value=100, max_value=400), hold=st.integers(min_value=0, max_value=1500))
+    def test_any_accepted_for_and_window_render_tests_at_a_matching_step(
+        self, window: int, hold: int
+    ) -> None:
+        """Whatever whole-second for and window the config accepts, the tests step at a divisor of both."""
+        only = {key: {"enabled": False} for key in ALERT_NAMES if key != "quota_rejections"}
+        try:
+            config = config_with(rate_window=f"{window}s", quota_rejections={"for": f"{hold}s"}, **only)
+        except ValueError:
+            assert window < 120 or (window + hold) / math.gcd(window, hold, 60) > MAX_TEST_STEPS
+            return
+        tests = yaml.safe_load(render_rules(config)[TESTS_DIR / "SubagentQuotaRejections.yaml"])
+        step = int(tests["evaluation_interval"].removesuffix("s").removesuffix("m")) * (
+            60 if tests["evaluation_interval"].endswith("m") else 1
+        )
+        assert window % step == 0
+        assert hold % step == 0
+        assert 60 % step == 0
 
     def test_the_config_and_the_renderer_list_the_same_alerts(self) -> None:
         """The config's alert keys (bounded there) are the renderer's, in the same order."""

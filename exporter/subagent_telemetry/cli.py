@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import logging
 import signal
 import sys
@@ -37,6 +38,23 @@ def _limit(value: float | Decimal | None) -> str:
     return "unlimited" if value is None else f"{value:g}"
 
 
+def _extras(config: Config) -> list[tuple[str, str, str]]:
+    """(setting, pip extra, module) for each optional extra the configuration needs."""
+    needed = []
+    if config.telemetry.otlp.enabled:
+        needed.append(("telemetry.otlp.enabled is true", "otel", "opentelemetry.sdk"))
+    if config.quota.shared:
+        needed.append(("quota.store is a Redis URL", "redis", "redis"))
+    return needed
+
+
+def _installed(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ImportError:  # A parent package is missing.
+        return False
+
+
 def _cmd_validate(args: argparse.Namespace) -> int:
     if args.config_file is not None and args.config is not None:
         raise ConfigError("give the configuration file once: `validate FILE` or `validate --config FILE`")
@@ -59,6 +77,13 @@ def _cmd_validate(args: argparse.Namespace) -> int:
             "max_total_cost, or start from a preset with agent.subagent.preset: balanced",
             file=sys.stderr,
         )
+    for needed_by, extra, module in _extras(config):
+        if not _installed(module):
+            print(
+                f"warning: {needed_by}, which needs pip install 'subagent-telemetry[{extra}]' "
+                "(not installed here)",
+                file=sys.stderr,
+            )
     if args.store:
         try:
             from .quota._redis_store import check_store  # noqa: PLC0415 - needs the redis extra
