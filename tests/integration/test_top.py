@@ -261,6 +261,7 @@ class TestPrometheusSource:
             after = float(prom_query(prometheus.url, query)[0]["value"][1])
             shown_ansi = term.screen(ansi=True)
         assert "(Prometheus)" in screen
+        assert "max (busiest process)" in _line(screen, r"concurrency")  # in-memory store: per process
         for depth in ("1", "2", "3", "all"):
             _line(screen, rf"\s*{depth}\s+\d")
         shown = float(_line(screen, r"\s*1\s").split()[1].replace(",", ""))

@@ -198,6 +198,7 @@ class View:
     alerts: list[dict[str, str]] | None
     window_seconds: float
     rate_span_seconds: float | None
+    active_scope: str = ""
 
 
 def _base_for(history: list[Poll], window: float) -> tuple[Readings | None, Readings]:
@@ -210,7 +211,7 @@ def _base_for(history: list[Poll], window: float) -> tuple[Readings | None, Read
     return (older[0] if older else None), newest.current
 
 
-def build_view(history: list[Poll], window: float) -> View:
+def build_view(history: list[Poll], window: float, per_process: str | None = None) -> View:
     """Every figure on the screen, from the polls kept so far (at least one)."""
     base, cur = _base_for(history, window)
     span = cur.at_unix_seconds - base.at_unix_seconds if base is not None else None
@@ -247,7 +248,7 @@ def build_view(history: list[Poll], window: float) -> View:
     return View(
         depths=rows,
         total=total,
-        active=cur.total(cat.ACTIVE.name),
+        active=_active(cur, per_process),
         max_concurrency=max(v for _, v in max_conc) if max_conc else None,
         quotas=quotas,
         latency=latency,
@@ -256,10 +257,19 @@ def build_view(history: list[Poll], window: float) -> View:
         alerts=history[-1].alerts,
         window_seconds=window,
         rate_span_seconds=span,
+        active_scope=" (busiest process)" if per_process is not None else "",
     )
 
 
 Delta = Callable[[str, dict[str, str]], float | None]
+
+
+def _active(cur: Readings, per_process: str | None) -> float:
+    """Running executions to compare with max_concurrency: all of them, or with per-process limits (an
+    in-memory store, read through Prometheus) those of the busiest process (``per_process`` names it)."""
+    if per_process is None:
+        return cur.total(cat.ACTIVE.name)
+    return max(cur.by(cat.ACTIVE.name, per_process).values(), default=0.0)
 
 
 def _depth_row(cur: Readings, depth: str | None, delta: Delta, span: float | None) -> DepthRow:
@@ -421,7 +431,7 @@ def _health(view: View, config: Config) -> RenderableType:
     )
     table.add_row(
         "concurrency",
-        Text(f"{_num(view.active)} active / {_num(view.max_concurrency)} max"),
+        Text(f"{_num(view.active)} active / {_num(view.max_concurrency)} max{view.active_scope}"),
         _bar(view.active, view.max_concurrency),
     )
     return table
@@ -497,7 +507,11 @@ def render(
     footer: list[RenderableType] = [] if options.once else [Text("q quit", style="reverse")]
     parts: list[RenderableType] = [_header(options, kind, snapshot, now)]
     if history:
-        view = build_view(history, window_seconds(options))
+        config = options.config
+        per_process = (
+            config.alerts.instance_label if kind == "prometheus" and not config.quota.shared else None
+        )
+        view = build_view(history, window_seconds(options), per_process)
         parts += [_health(view, options.config), _alerts(view)]
         side = Table.grid(padding=(0, 4))
         side.add_row(_latency_table(view), _agents_table(view, options.top_agents) or Text(""))
