@@ -103,6 +103,18 @@ def groups_only(groups: list[Any], target: Path) -> Path:
     return target
 
 
+def broken_rule_tests(
+    config: Config, original: str, broken: str, alert: str, tmp_path: Path
+) -> subprocess.CompletedProcess[str]:
+    """promtool on one alert's generated tests after ``original`` is replaced in the rendered rules."""
+    write_files(render_rules(config), tmp_path)
+    rules = tmp_path / RULES_FILE
+    text = rules.read_text()
+    assert original in text
+    rules.write_text(text.replace(original, broken, 1))
+    return promtool("test", "rules", f"{alert}.yaml", cwd=tmp_path / TESTS_DIR)
+
+
 def test_plain_rule_file_passes_strict_lint(rendered: Path) -> None:
     """promtool check rules --lint=all --lint-fatal accepts alerts/rules.yaml."""
     result = promtool("check", "rules", "--lint=all", "--lint-fatal", rendered / RULES_FILE)
@@ -156,12 +168,7 @@ def test_generated_unit_tests_catch_a_broken_rule(
     alert: str, original: str, broken: str, tmp_path: Path
 ) -> None:
     """With one rule broken, that alert's generated tests fail (they are not vacuous)."""
-    write_files(render_rules(Config.default()), tmp_path)
-    rules = tmp_path / RULES_FILE
-    text = rules.read_text()
-    assert original in text
-    rules.write_text(text.replace(original, broken, 1))
-    result = promtool("test", "rules", f"{alert}.yaml", cwd=tmp_path / TESTS_DIR)
+    result = broken_rule_tests(Config.default(), original, broken, alert, tmp_path)
     assert result.returncode != 0, result.stdout
 
 
@@ -190,12 +197,8 @@ def test_concurrency_tests_catch_the_wrong_scope(
     store: str, original: str, broken: str, failing: tuple[str, ...], tmp_path: Path
 ) -> None:
     """Comparing the wrong scope (fleet vs instance) fails the test that tells the two apart."""
-    write_files(render_rules(Config.model_validate({"quota": {"store": store}})), tmp_path)
-    rules = tmp_path / RULES_FILE
-    text = rules.read_text()
-    assert original in text
-    rules.write_text(text.replace(original, broken, 1))
-    result = promtool("test", "rules", "SubagentActiveOverMaxConcurrency.yaml", cwd=tmp_path / TESTS_DIR)
+    config = Config.model_validate({"quota": {"store": store}})
+    result = broken_rule_tests(config, original, broken, "SubagentActiveOverMaxConcurrency", tmp_path)
     assert result.returncode != 0, result.stdout
     output = result.stdout + result.stderr
     failed = {line.strip() for line in output.splitlines() if line.strip().startswith("name: ")}
@@ -261,12 +264,7 @@ def test_second_resolution_tests_catch_a_for_off_by_one_step(
     alert: str, original: str, broken: str, tmp_path: Path
 ) -> None:
     """At second resolution a `for` one step off fails that alert's generated tests."""
-    write_files(render_rules(Config.model_validate({"alerts": SECONDS})), tmp_path)
-    rules = tmp_path / RULES_FILE
-    text = rules.read_text()
-    assert original in text
-    rules.write_text(text.replace(original, broken, 1))
-    result = promtool("test", "rules", f"{alert}.yaml", cwd=tmp_path / TESTS_DIR)
+    result = broken_rule_tests(Config.model_validate({"alerts": SECONDS}), original, broken, alert, tmp_path)
     assert result.returncode != 0, result.stdout
 
 
