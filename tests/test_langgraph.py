@@ -21,7 +21,13 @@ from langgraph.errors import GraphRecursionError
 from langgraph.graph import END, START, MessagesState, StateGraph
 from prometheus_client import CollectorRegistry
 
-from subagent_telemetry import DepthLimitExceeded, SubagentTelemetry, TokenLimitExceeded, TurnLimitExceeded
+from subagent_telemetry import (
+    ConcurrencyLimitReached,
+    DepthLimitExceeded,
+    SubagentTelemetry,
+    TokenLimitExceeded,
+    TurnLimitExceeded,
+)
 from subagent_telemetry.integrations import langgraph as lg_integration
 from tests.conftest import make_config
 from tests.support.depth_metrics import at_depth, errors, invariant_holds, rejections
@@ -201,6 +207,36 @@ class TestTree:
         assert [at_depth(registry, d).executions for d in (1, 2, 3)] == [1, 1, 0]
         assert at_depth(registry, 1).tokens == sum(PLAN) + sum(SUMMARIZE) + sum(READ_B)
         assert at_depth(registry, 2).tokens == sum(READ_A) + sum(THINK_C)
+
+
+class TestParallelRuns:
+    def test_graphs_gathered_inside_an_execution_each_nest_under_it(
+        self, instrumented: Any, registry: CollectorRegistry
+    ) -> None:
+        """Graphs run with ``asyncio.gather`` inside one execution are each one level below it."""
+        tel = instrumented(make_config(max_depth=4, max_concurrency=16))
+
+        async def go() -> None:
+            async with tel.execution("outer"):
+                await asyncio.gather(*(Tree().graph.ainvoke(INPUT) for _ in range(3)))
+
+        asyncio.run(go())
+        assert [at_depth(registry, d).executions for d in (1, 2, 3, 4)] == [1, 3, 6, 3]
+        assert at_depth(registry, 2).tokens == 3 * (sum(PLAN) + sum(SUMMARIZE))
+        assert [at_depth(registry, d).active for d in (1, 2, 3, 4)] == [0, 0, 0, 0]
+
+    def test_concurrency_refusal_fails_the_graph_and_frees_every_slot(
+        self, instrumented: Any, registry: CollectorRegistry
+    ) -> None:
+        """With two slots held by the coordinator and A, the nested subgraph is refused before its model."""
+        instrumented(make_config(max_concurrency=2))
+        tree = Tree(parallel=False)
+        with pytest.raises(ConcurrencyLimitReached):
+            tree.graph.invoke(INPUT)
+        assert tree.models["c"].calls == 0
+        assert rejections(registry, "concurrency") == 1
+        assert invariant_holds(registry)
+        assert [at_depth(registry, d).active for d in (1, 2, 3)] == [0, 0, 0]
 
 
 class TestOutcomes:
