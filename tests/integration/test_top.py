@@ -165,7 +165,7 @@ class TestOnce:
         """With agent.subagent.max_total_cost set, spend appears as the `cost` quota with its limit."""
         config = Config.model_validate(
             {
-                "agent": {"subagent": {"max_total_cost": 2}},
+                "agent": {"subagent": {"max_total_cost": 0.5}},
                 "telemetry": {"log_executions": False, "prometheus": {"port": 0}},
             }
         )
@@ -178,7 +178,7 @@ class TestOnce:
         finally:
             tel.shutdown(timeout_seconds=1)
         assert result.returncode == 0, result.stderr
-        assert _line(result.stdout, r"\s*cost\s").split()[:4] == ["cost", "0", "2", "0.0%"]
+        assert _line(result.stdout, r"\s*cost\s").split()[:4] == ["cost", "0", "0.5", "0.0%"]
 
     def test_once_lists_the_top_agents_when_the_agent_label_is_on(self) -> None:
         """With telemetry.agent_label enabled, each agent's executions and errors are listed."""

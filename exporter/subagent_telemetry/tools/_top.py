@@ -333,6 +333,13 @@ def _num(value: float | None, digits: int = 0) -> str:
     return f"{value:,.{digits}f}"
 
 
+def _amount(value: float | None) -> str:
+    """A budget figure: whole numbers as counts, small fractions (money, seconds) with 3 digits."""
+    if value is None or value >= 100 or value.is_integer():
+        return _num(value)
+    return f"{value:.3g}"
+
+
 def _pct(value: float | None) -> str:
     return "-" if value is None else f"{value * 100:.1f}%"
 
@@ -447,8 +454,8 @@ def _quota_table(view: View, warn: float) -> Table:
         share = q.used / q.limit if q.limit else None
         table.add_row(
             q.resource,
-            _num(q.used, 0 if q.used >= 100 or q.used.is_integer() else 1),
-            _num(q.limit),
+            _amount(q.used),
+            _amount(q.limit),
             _bar(q.used, q.limit, width=14, warn=warn),
             _pct(share),
             _num(q.rate_per_second, 2 if (q.rate_per_second or 0) < 10 else 0),
