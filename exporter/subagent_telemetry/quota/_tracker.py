@@ -225,12 +225,12 @@ class InMemoryQuotaStore:
     def reserve(self, limits: QuotaLimits) -> QuotaUsage:
         """Count one execution unless a budget is spent (atomic); the usage after it."""
         max_time = limits.max_total_time
-        now = self._clock() if max_time is not None or self._started is None else 0.0
+        started = self._started
+        if started is None:
+            started = self._start()
+        # Read after the start was set: never before it.
+        elapsed = self._clock() - started if max_time is not None else 0.0
         with self._lock:
-            if self._started is None:
-                self._started = now
-            # Time can go backwards (a racing first admission read the clock a little earlier).
-            elapsed = max(now - self._started, 0.0) if max_time is not None else 0.0
             executions = self._executions
             if limits.max_executions is not None and executions >= limits.max_executions:
                 raise ExecutionLimitReached(executions, limits.max_executions)
@@ -243,6 +243,13 @@ class InMemoryQuotaStore:
                 raise _cost_refusal(self._cost, limits)
             self._executions = executions + 1
             return _usage(QuotaUsage, (executions + 1, self._tokens, elapsed, self._cost))
+
+    def _start(self) -> float:
+        """The session's first admission starts its clock (once, whichever thread gets here first)."""
+        with self._lock:
+            if self._started is None:
+                self._started = self._clock()
+            return self._started
 
     def add_tokens(self, tokens: int, limits: QuotaLimits, cost_nanos: int = 0) -> QuotaUsage:
         """Add tokens (and their cost) to the session's totals; the usage after it."""
