@@ -32,7 +32,7 @@ from tests.support.expected_series import check, parity_config, run_reference_wo
 
 #: What any process exports (the quota-store metrics need a shared store).
 EXECUTION_AND_QUOTA_METRICS = (
-    *(spec for spec in cat.PER_EXECUTION if spec is not cat.COST),  # Cost: only with a model response.
+    *cat.PER_EXECUTION,
     cat.QUOTA_LIMIT,
     cat.QUOTA_USED,
     cat.QUOTA_REJECTIONS,
@@ -113,9 +113,7 @@ class TestInstruments:
         """otel_name/otel_unit translate to exactly the catalog's Prometheus name."""
         assert prom_name(spec) == spec.name
 
-    @pytest.mark.parametrize(
-        "spec", [s for s in cat.CATALOG if s.kind is cat.Kind.HISTOGRAM and s is not cat.COST], ids=str
-    )
+    @pytest.mark.parametrize("spec", [s for s in cat.CATALOG if s.kind is cat.Kind.HISTOGRAM], ids=str)
     def test_histogram_boundaries_are_the_scrape_buckets(self, otel: Otel, spec: cat.MetricSpec) -> None:
         """Each histogram uses the catalog's bucket boundaries (the scrape path's)."""
         run_reference_workload(make(otel))

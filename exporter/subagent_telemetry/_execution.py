@@ -14,11 +14,13 @@ import enum
 import logging
 import threading
 from collections.abc import Callable
+from decimal import Decimal
 from types import TracebackType
 from typing import TYPE_CHECKING, Literal, NoReturn, TypeVar
 
 from ._errors import (
     ConcurrencyLimitReached,
+    CostLimitExceeded,
     DepthLimitExceeded,
     QuotaExceeded,
     SubagentInputError,
@@ -195,11 +197,19 @@ class Execution:
         total: int | None = None,
         model: str | None = None,
         provider: str | None = None,
+        cache_read: int = 0,
+        cache_write: int = 0,
+        reasoning: int = 0,
     ) -> None:
         """Add token usage; raise ``TokenLimitExceeded`` once the session total passes its limit.
 
         ``total=`` records usage that has no input/output split (exclusive with ``input``/``output``).
         A call whose counts are not whole numbers from 0 to 10¹² is dropped with a warning.
+
+        With a model (this call's ``model=`` or one seen before) the usage is priced (docs/cost.md):
+        ``cache_read``/``cache_write`` are the parts of ``input`` read from / written to the prompt
+        cache, ``reasoning`` the part of ``output`` spent reasoning. The cost is charged to the money
+        budget; ``CostLimitExceeded`` is raised once the session's spend passes ``max_total_cost``.
         """
         if model is not None or provider is not None:
             self._note_model(model, provider)
@@ -218,10 +228,24 @@ class Execution:
             if tokens < 0:
                 return
         self.tokens += tokens
+        cost_nanos = 0
+        if self.model is not None:  # A model response: price it (lookup cached per model).
+            cost_nanos = self._price(
+                tokens,
+                input,
+                output,
+                total,
+                cache_read=cache_read,
+                cache_write=cache_write,
+                reasoning=reasoning,
+            )
         try:
-            self._tel.tracker.record_execution(tokens, self._lease)
+            self._tel.tracker.record_execution(tokens, self._lease, cost_nanos)
         except TokenLimitExceeded:
             self._tel._recorder.quota_stopped(self, Resource.TOKENS)
+            raise
+        except CostLimitExceeded:
+            self._tel._recorder.quota_stopped(self, Resource.COST)
             raise
 
     def record_response(
@@ -232,14 +256,27 @@ class Execution:
         total: int | None = None,
         model: str | None = None,
         provider: str | None = None,
+        cache_read: int = 0,
+        cache_write: int = 0,
+        reasoning: int = 0,
     ) -> None:
-        """One model response: its tokens (always counted, they were spent), then one turn.
+        """One model response: its tokens (always counted, they were spent) and their cost, then one
+        turn.
 
         Raises ``TokenLimitExceeded`` or ``TurnLimitExceeded`` as ``record_tokens``/``record_turn`` do
         (the turn limit wins when both are hit).
         """
         try:
-            self.record_tokens(input, output, total=total, model=model, provider=provider)
+            self.record_tokens(
+                input,
+                output,
+                total=total,
+                model=model,
+                provider=provider,
+                cache_read=cache_read,
+                cache_write=cache_write,
+                reasoning=reasoning,
+            )
         finally:
             self.record_turn()
 
@@ -283,8 +320,60 @@ class Execution:
     def _note_model(self, model: object, provider: object) -> None:
         if model is not None:
             self.model = model if is_clean_name(model) else clean_name(model)  # type: ignore[assignment]
+            self.model_label = self._tel._model_label(self.model)  # type: ignore[arg-type]
         if provider is not None:
             self.provider = provider if is_clean_name(provider) else clean_name(provider)  # type: ignore[assignment]
+
+    def _price(
+        self,
+        tokens: int,
+        input: object,
+        output: object,
+        total: object,
+        *,
+        cache_read: object,
+        cache_write: object,
+        reasoning: object,
+    ) -> int:
+        """Price one response of ``self.model``: add its exact cost and return the nano-units to
+        charge (the execution keeps the sub-nano remainder, so nothing is lost between responses)."""
+        tel = self._tel
+        rates = tel._prices.rates(self.model, self.provider)  # type: ignore[arg-type]
+        if rates is None or total is not None:  # No price, or no input/output split to price.
+            self.unpriced_tokens += tokens
+            if tel._refuse_unpriced:
+                tel._recorder.quota_stopped(self, Resource.COST)
+                limits = tel.tracker.limits
+                used = Decimal(tel.tracker.get_usage().cost_nanos).scaleb(-9).normalize()
+                raise CostLimitExceeded(
+                    used, limits.max_total_cost or Decimal(0), currency=limits.currency, model=self.model
+                )
+            return 0
+        if type(input) is not int or type(output) is not int:  # Validated counts such as 100.0.
+            input, output = token_count(input), token_count(output)
+        if cache_read or cache_write or reasoning:
+            parts = _parts(input, output, cache_read, cache_write, reasoning)
+            if parts is None:
+                self._drop(
+                    "cache_read=%r, cache_write=%r, reasoning=%r (parts of input=%r, output=%r); "
+                    "priced without them",
+                    cache_read,
+                    cache_write,
+                    reasoning,
+                    input,
+                    output,
+                )
+                cache_read = cache_write = reasoning = 0
+            else:
+                cache_read, cache_write, reasoning = parts
+                self.cache_read_tokens += cache_read
+                self.cache_write_tokens += cache_write
+                self.reasoning_tokens += reasoning
+        atto = self.cost_atto + rates.cost_atto(input, output, cache_read, cache_write, reasoning)  # type: ignore[arg-type]
+        self.cost_atto = atto
+        nanos = atto // _ATTO_PER_NANO - self.cost_nanos
+        self.cost_nanos += nanos
+        return nanos
 
     def _add_checked(self, input: object, output: object, total: object) -> int:
         """The slow path of ``record_tokens``: validate, add, return the tokens; ``-1`` when dropped."""
@@ -628,6 +717,21 @@ class SubagentMetrics(Execution):
 
 #: Lease releases running shielded from their task's cancellation (kept referenced until done).
 _RELEASING: set[asyncio.Future[None]] = set()
+
+_ATTO_PER_NANO = 10**9
+
+
+def _parts(
+    input: object, output: object, cache_read: object, cache_write: object, reasoning: object
+) -> tuple[int, int, int] | None:
+    """Validated (cache_read, cache_write, reasoning): whole numbers within input / output."""
+    read, write, thought = token_count(cache_read), token_count(cache_write), token_count(reasoning)
+    if read is None or write is None or thought is None:
+        return None
+    if read + write > input or thought > output:  # type: ignore[operator]
+        return None
+    return read, write, thought
+
 
 #: ``str(depth)`` for every depth a config allows (1-10) and one past it.
 _DEPTH_LABELS = tuple(str(depth) for depth in range(12))

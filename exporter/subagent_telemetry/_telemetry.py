@@ -24,6 +24,7 @@ from .backends._multiprocess import multiprocess_dir, multiprocess_registry
 from .backends._prometheus import PrometheusBackend, QuotaCollector, register
 from .backends._prometheus_mp import MultiprocessPrometheusBackend
 from .backends._server import MetricsServer, serve_metrics
+from .quota._prices import PriceBook
 from .quota._slots import Slots
 from .quota._store_policy import FailurePolicy
 from .quota._tracker import Clock, InMemoryQuotaStore, QuotaLimits, QuotaStore, QuotaTracker
@@ -84,6 +85,7 @@ class SubagentTelemetry:
             AgentLabelMapper(label_cfg) if label_cfg.enabled else _no_agent_label
         )
         self.tracker = tracker if tracker is not None else self._make_tracker(store, clock)
+        self._setup_cost()
         self.registry = registry if registry is not None else REGISTRY
         self._servers: list[MetricsServer] = []
         self._closed = False
@@ -135,6 +137,19 @@ class SubagentTelemetry:
             policy.on_decision = on_decision
         chosen.extend(backends or ())
         self._recorder = Recorder(chosen)
+
+    def _setup_cost(self) -> None:
+        """Prices and the ``model`` label: what pricing a model response needs (docs/cost.md)."""
+        cost = self.config.cost
+        model_cfg = self.config.telemetry.model_label
+        #: The bounded ``model`` label value of a model name ("" when the label is off).
+        self._model_label: Callable[[str], str] = (
+            AgentLabelMapper(model_cfg) if model_cfg.enabled else _no_agent_label
+        )
+        #: Prices by model, resolved once each (config overrides, then the bundled genai-prices data).
+        self._prices = PriceBook(cost.prices, bundled=cost.bundled_prices)
+        #: A response of a model without a price raises CostLimitExceeded (cost.unpriced: refuse).
+        self._refuse_unpriced = cost.unpriced == "refuse" and self.config.subagent.max_total_cost is not None
 
     def _make_tracker(self, store: QuotaStore | None, clock: Clock) -> QuotaTracker:
         if store is None:
@@ -402,6 +417,7 @@ _LIMIT_KEYS = {
     Resource.EXECUTIONS: "max_executions",
     Resource.TOKENS: "max_total_tokens",
     Resource.TIME_SECONDS: "max_total_time",
+    Resource.COST: "max_total_cost",
 }
 
 

@@ -22,6 +22,9 @@ MAX_EXECUTIONS = 10
 MAX_TOTAL_TOKENS = 1000
 MAX_TOTAL_TIME = 3600
 MAX_CONCURRENCY = 5
+MAX_TOTAL_COST = 10
+#: The priced model of the workload: $1000/M input and $2000/M output, so 100 + 50 tokens cost $0.2.
+PRICED_MODEL = "parity-model"
 
 
 def parity_config(**telemetry: object) -> Config:
@@ -36,21 +39,24 @@ def parity_config(**telemetry: object) -> Config:
                     "max_total_time": MAX_TOTAL_TIME,
                     "max_concurrency": MAX_CONCURRENCY,
                     "output_max_size": 1024,
+                    "max_total_cost": MAX_TOTAL_COST,
                 }
             },
             "quota": {"session": SESSION},
+            "cost": {"bundled_prices": False, "prices": {PRICED_MODEL: {"input": 1000, "output": 2000}}},
             "telemetry": {"log_executions": False, **telemetry},
         }
     )
 
 
 def run_reference_workload(tel: SubagentTelemetry) -> None:
-    """A 3-level tree (one truncation, one depth refusal), a failure and a partial result."""
+    """A 3-level tree (one truncation, one depth refusal), a failure and a partial result; the planner
+    uses a priced model ($0.2), the worker one without a price (15 unpriced tokens)."""
     with tel.execution("planner") as planner:
         planner.record_turn()
-        planner.record_tokens(input=100, output=50)
+        planner.record_tokens(input=100, output=50, model=PRICED_MODEL)
         with tel.execution("worker") as worker:
-            worker.record_tokens(input=10, output=5)
+            worker.record_tokens(input=10, output=5, model="unpriced-model")
             worker.set_output("x" * 2000)
             with tel.execution("reviewer") as reviewer:
                 reviewer.record_tokens(input=1, output=1)
@@ -122,6 +128,15 @@ EXPECTED: tuple[Series, ...] = (
     Series(cat.QUOTA_USED.name, {"resource": "executions", "session": SESSION}, 5),
     Series(cat.QUOTA_USED.name, {"resource": "tokens", "session": SESSION}, 167),
     Series(cat.QUOTA_USED.name, {"resource": "time_seconds", "session": SESSION}),
+    Series(cat.QUOTA_LIMIT.name, {"resource": "cost", "session": SESSION}, MAX_TOTAL_COST),
+    Series(cat.QUOTA_USED.name, {"resource": "cost", "session": SESSION}, 0.2),
+    Series(cat.COST_TOTAL.name, _d(1), 0.2),
+    Series(cat.COST_TOTAL.name, _d(2), 0),
+    Series(f"{cat.COST.name}_sum", _d(1), 0.2),
+    Series(f"{cat.COST.name}_count", _d(1), 1),
+    Series(f"{cat.COST.name}_count", _d(2), 1),
+    Series(cat.UNPRICED_TOKENS.name, _d(2), 15),
+    Series(cat.UNPRICED_TOKENS.name, _d(1), 0),
     Series(cat.MAX_CONCURRENCY.name, {}, MAX_CONCURRENCY),
 )
 

@@ -431,7 +431,8 @@ class QuotaTracker:
         if limit is not None and usage.total_tokens > limit:
             raise TokenLimitExceeded(usage.total_tokens, limit)
         cost_limit = limits.cost_limit_nanos
-        if cost_limit is not None and usage[3] > cost_limit:
+        # Only a call that spends raises: a token-only call does not stop for money spent elsewhere.
+        if cost_nanos and cost_limit is not None and usage[3] > cost_limit:
             raise _cost_refusal(usage[3], limits)
         return usage
 
