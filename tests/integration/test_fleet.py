@@ -10,7 +10,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -59,8 +59,15 @@ def _spawn(spec: dict[str, Any], env: dict[str, str] | None = None) -> subproces
     )
 
 
-def _race(tmp_path: Path, config: dict[str, Any], processes: int = 8, **spec: Any) -> list[dict[str, Any]]:
-    """Start `processes` workers of 8 asyncio tasks each, release them at once, collect their results."""
+def _race(
+    tmp_path: Path,
+    config: dict[str, Any],
+    processes: int = 8,
+    during: Callable[[], None] | None = None,
+    **spec: Any,
+) -> list[dict[str, Any]]:
+    """Start `processes` workers of 8 asyncio tasks each, release them at once (then run `during`),
+    collect their results."""
     go = tmp_path / "go"
     workers = [
         _spawn({"mode": "race", "config": config, "go_file": str(go), "tasks": 8, **spec})
@@ -68,6 +75,8 @@ def _race(tmp_path: Path, config: dict[str, Any], processes: int = 8, **spec: An
     ]
     time.sleep(1.0)  # Let every interpreter import and connect before the start signal.
     go.touch()
+    if during is not None:
+        during()
     results = []
     for worker in workers:
         out, _ = worker.communicate(timeout=60)
@@ -151,6 +160,17 @@ def _cluster_meta(cluster: RunningCluster, session: str) -> dict[str, int]:
     return {k.decode(): int(v) for k, v in raw.items() if k not in (b"limits", b"cost_limit")}
 
 
+def _fail_over(cluster: RunningCluster, session: str) -> None:
+    """CLUSTER FAILOVER on the replica of the master holding the session's slot; waits until done."""
+    client = _cluster_client(cluster)
+    master = client.get_node_from_key(f"subagent:{{{session}}}:meta")
+    shard = next(s for s in client.cluster_shards() if any(n[b"port"] == master.port for n in s["nodes"]))
+    replica = next(n[b"port"] for n in shard["nodes"] if n[b"role"] == b"replica")
+    redis.Redis(port=replica).execute_command("CLUSTER", "FAILOVER")
+    wait_for(lambda: _role(replica) == "master" and _role(master.port) == "slave", 20.0, 0.05)
+    wait_for(cluster.ready, 20.0, 0.1)
+
+
 def _role(port: int) -> str:
     return str(redis.Redis(port=port).info("replication")["role"])
 
@@ -166,6 +186,27 @@ class TestCluster:
         meta = _cluster_meta(cluster, "cluster-race")
         assert (meta["executions"], meta["tokens"], meta["reserved"]) == (500, 5000, 0)
 
+    def test_a_failover_in_the_middle_of_the_race_loses_and_doubles_nothing(
+        self, cluster: RunningCluster, tmp_path: Path
+    ) -> None:
+        """CLUSTER FAILOVER while 4 processes race: the store counts exactly what the workers admitted."""
+        session = "cluster-race-failover"
+        config = _config(cluster.url, session, {"estimated_tokens": 10}, max_executions=3000)
+
+        at_failover: list[int] = []
+
+        def fail_over() -> None:
+            wait_for(lambda: _cluster_meta(cluster, session).get("executions", 0) >= 300, 30.0, 0.01)
+            _fail_over(cluster, session)
+            at_failover.append(_cluster_meta(cluster, session)["executions"])
+
+        results = _race(tmp_path, config, processes=4, during=fail_over, tokens=10)
+        admitted = sum(r["admitted"] for r in results)
+        meta = _cluster_meta(cluster, session)
+        assert (meta["executions"], meta["tokens"], meta["reserved"]) == (admitted, 10 * admitted, 0)
+        assert _cluster_client(cluster).zcard(f"subagent:{{{session}}}:leases") == 0
+        assert 0 < at_failover[0] < admitted  # The failover happened while the race ran.
+
     def test_a_manual_failover_keeps_every_count_and_lease(self, cluster: RunningCluster) -> None:
         """CLUSTER FAILOVER on the session's replica: counts, open leases and the budget carry on."""
         session = "cluster-failover"
@@ -175,13 +216,7 @@ class TestCluster:
             with tel.execution("before") as run:
                 run.record_tokens(output=1)
         held = [tel.start("held") for _ in range(2)]
-        client = _cluster_client(cluster)
-        master = client.get_node_from_key(f"subagent:{{{session}}}:meta")
-        shard = next(s for s in client.cluster_shards() if any(n[b"port"] == master.port for n in s["nodes"]))
-        replica = next(n[b"port"] for n in shard["nodes"] if n[b"role"] == b"replica")
-        redis.Redis(port=replica).execute_command("CLUSTER", "FAILOVER")
-        wait_for(lambda: _role(replica) == "master" and _role(master.port) == "slave", 20.0, 0.05)
-        wait_for(cluster.ready, 20.0, 0.1)
+        _fail_over(cluster, session)
         meta = _cluster_meta(cluster, session)
         assert (meta["executions"], meta["tokens"], meta["reserved"]) == (5, 3, 10)
         assert _cluster_client(cluster).zcard(f"subagent:{{{session}}}:leases") == 2
