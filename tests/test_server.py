@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pytest
 from prometheus_client import CollectorRegistry
+from prometheus_client.metrics_core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 from subagent_telemetry import ConfigError, SubagentTelemetry
 from subagent_telemetry import _catalog as cat
@@ -178,6 +180,16 @@ def test_basic_auth_scheme_is_case_insensitive(auth_server: MetricsServer, schem
     assert _get(auth_server.url, {"Authorization": f"{scheme} {right}"})[0] == 200
 
 
+class _Large(Collector):
+    """About 12 MB of exposition: far more than the socket buffers hold (at most 4 MB each way)."""
+
+    def collect(self) -> Iterator[Metric]:
+        family = GaugeMetricFamily("large_payload", "Filler.", labels=["filler"])
+        for i in range(120):
+            family.add_metric([f"{i}:" + "x" * 100_000], i)
+        yield family
+
+
 def _idle_client(server: MetricsServer) -> socket.socket:
     """A TCP client that connects and sends nothing."""
     return socket.create_connection((server.host, server.port), timeout=10)
@@ -265,6 +277,23 @@ class TestSlowClients:
             client.close()
             server.close()
 
+    def test_client_that_stops_reading_the_response_is_cut_at_the_deadline(
+        self, registry: CollectorRegistry
+    ) -> None:
+        """A scraper that asks for a large body and never reads it gives its connection back in time."""
+        registry.register(_Large())
+        server = serve_metrics(registry, PrometheusConfig(port=0, max_connections=1, timeout_seconds=1.0))
+        stalled = socket.socket()
+        stalled.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        try:
+            stalled.connect((server.host, server.port))
+            stalled.sendall(b"GET /metrics HTTP/1.0\r\n\r\n")
+            time.sleep(2.5)  # Past the response deadline: the server gave up writing.
+            assert _get(server.url)[0] == 200
+        finally:
+            stalled.close()
+            server.close()
+
     def test_connections_over_the_cap_are_refused_with_503(self, registry: CollectorRegistry) -> None:
         """With max_connections open, the next client gets 503 and is closed; later ones get in again."""
         server = serve_metrics(registry, PrometheusConfig(port=0, max_connections=2, timeout_seconds=30))
@@ -285,6 +314,8 @@ class TestSlowClients:
 _FLOODED_AGENT = """
 import os, resource, sys, time
 from prometheus_client import CollectorRegistry
+from prometheus_client.metrics_core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 from subagent_telemetry._config import PrometheusConfig
 from subagent_telemetry.backends._server import MetricsServer, serve_metrics
 
