@@ -14,7 +14,10 @@ import functools
 import os
 import sys
 import time
+from pathlib import Path
 from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # benchmarks.* from run.py
 
 from pydantic_ai import (
     Agent,
