@@ -357,6 +357,25 @@ class TestRefusals:
         assert per_depth(registry, "subagent_completions_total", 2, status="complete") == [1, 2]
         assert_invariant(registry)
 
+    @pytest.mark.parametrize(
+        ("limits", "resource"),
+        [({"max_concurrency": 1}, "concurrency"), ({"max_executions": 1}, "executions")],
+        ids=["concurrency", "executions"],
+    )
+    def test_slot_and_execution_refusals_are_tool_errors_too(
+        self, telemetry_factory: Factory, registry: CollectorRegistry, limits: dict[str, int], resource: str
+    ) -> None:
+        """A subagent refused for want of a concurrency slot or an execution is a tool error, counted once."""
+        child = agent("child", reply("never", 1, 1))
+        parent = agent("parent", delegate("child", input=1, output=1), reply("done", 1, 1), tools=(child,))
+        openai_agents.instrument(telemetry_factory(make_config(**limits)))
+        assert asyncio.run(Runner.run(parent, "go")).final_output == "done"
+        assert child.model.calls == ()  # type: ignore[union-attr]
+        assert tool_outputs(parent.model) == {"call-child": TOOL_ERROR}
+        assert total(registry, "subagent_quota_rejections_total", resource=resource) == 1
+        assert total(registry, "subagent_errors_total", depth="2", error_type="quota_exceeded") == 1
+        assert_invariant(registry)
+
     def test_spent_token_budget_refuses_the_next_subagent(
         self, telemetry_factory: Factory, registry: CollectorRegistry
     ) -> None:

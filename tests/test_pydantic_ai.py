@@ -266,6 +266,26 @@ class TestRefusals:
         assert per_depth(registry, "subagent_completions_total", 2, status="complete") == [1, 2]
         assert_invariant(registry)
 
+    @pytest.mark.parametrize(
+        ("limits", "resource"),
+        [({"max_concurrency": 1}, "concurrency"), ({"max_executions": 1}, "executions")],
+        ids=["concurrency", "executions"],
+    )
+    def test_slot_and_execution_refusals_are_failed_tool_results_too(
+        self, telemetry_factory: Factory, registry: CollectorRegistry, limits: dict[str, int], resource: str
+    ) -> None:
+        """A subagent refused for want of a concurrency slot or an execution is a failed tool result."""
+        child, child_script = scripted("child", reply("never", 1, 1))
+        parent, parent_script = scripted("parent", call("ask_child", input=1, output=1), reply("done", 1, 1))
+        delegates_to(parent, child)
+        integration.instrument(telemetry_factory(make_config(**limits)))
+        assert parent.run_sync("go").output == "done"
+        assert child_script.seen == []
+        assert parent_script.tool_results()["ask_child"].outcome == "failed"
+        assert total(registry, "subagent_quota_rejections_total", resource=resource) == 1
+        assert total(registry, "subagent_errors_total", depth="2", error_type="quota_exceeded") == 1
+        assert_invariant(registry)
+
     def test_spent_token_budget_refuses_the_next_subagent(
         self, telemetry_factory: Factory, registry: CollectorRegistry
     ) -> None:
