@@ -33,6 +33,7 @@ from pydantic_ai.usage import RequestUsage
 
 from benchmarks.bench_core import Figure
 from benchmarks.integration_overhead import per_response
+from subagent_telemetry import SubagentTelemetry
 from subagent_telemetry.integrations import pydantic_ai
 
 AREA = "pydantic_ai"
@@ -61,6 +62,34 @@ def loop_model(responses: int) -> FunctionModel:
     return FunctionModel(respond)
 
 
+def make_agent(responses: int, capabilities: list[Any] | None = None) -> Agent[None, str]:
+    agent = Agent(loop_model(responses), name="bench", capabilities=capabilities)
+    agent.tool_plain(lambda: "ok", name="noop")
+    return agent
+
+
+class AgentLevel:
+    """Stands in for the module in ``per_response``: ``instrument(tel)`` switches the batch to an agent
+    built with ``TelemetryCapability(tel)`` (the per-agent form) instead of the bare agent."""
+
+    def __init__(self, responses: int) -> None:
+        self.bare = make_agent(responses)
+        self.responses = responses
+        self.built: dict[int, Agent[None, str]] = {}
+        self.current = self.bare
+
+    def instrument(self, tel: SubagentTelemetry) -> None:
+        if id(tel) not in self.built:
+            self.built[id(tel)] = make_agent(self.responses, [pydantic_ai.TelemetryCapability(tel)])
+        self.current = self.built[id(tel)]
+
+    def uninstrument(self) -> None:
+        self.current = self.bare
+
+    def batch(self, runs: int) -> float:
+        return batch_seconds(self.current, runs)
+
+
 def batch_seconds(agent: Agent[None, str], runs: int) -> float:
     async def batch() -> float:
         start = time.process_time()
@@ -76,11 +105,21 @@ def run(quick: bool = False) -> dict[str, Any]:
     figures: list[Figure] = []
     for responses in (1, 8):
         print(f"pydantic_ai: {responses} requests per run ...", file=sys.stderr, flush=True)
-        agent = Agent(loop_model(responses), name="bench")
-        agent.tool_plain(lambda: "ok", name="noop")
-        batch = functools.partial(batch_seconds, agent)
+        batch = functools.partial(batch_seconds, make_agent(responses))
         figures += per_response(
             "pydantic-ai", pydantic_ai, batch, responses=responses, runs=runs, repeats=repeats
+        )
+    for responses in (1, 8):
+        print(f"pydantic_ai: {responses} requests per run, per-agent capability ...", file=sys.stderr)
+        agent_level = AgentLevel(responses)
+        figures += per_response(
+            "pydantic-ai",
+            agent_level,
+            agent_level.batch,
+            responses=responses,
+            runs=runs,
+            repeats=repeats,
+            variant="per-agent capability",
         )
     details = {
         "workload": "agent.run on FunctionModel; every request but the last calls a no-op tool",

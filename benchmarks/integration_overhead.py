@@ -6,9 +6,10 @@ and its integration module; this measures both sides interleaved and reports per
 
 from __future__ import annotations
 
+import gc
 import statistics
 from collections.abc import Callable
-from types import ModuleType
+from typing import Protocol
 
 from prometheus_client import CollectorRegistry
 
@@ -16,16 +17,28 @@ from benchmarks.bench_core import Figure, bench_config
 from subagent_telemetry import SubagentTelemetry
 
 
+class Instrumentor(Protocol):
+    """An integration module (or a stand-in with the same two functions)."""
+
+    def instrument(self, tel: SubagentTelemetry) -> None: ...
+
+    def uninstrument(self) -> None: ...
+
+
 def per_response(
     framework: str,
-    integration: ModuleType,
+    integration: Instrumentor,
     batch: Callable[[int], float],
     *,
     responses: int,
     runs: int,
     repeats: int,
+    variant: str = "instrumented",
 ) -> list[Figure]:
     """µs per model response without and with ``integration.instrument(tel)``; the ratio and the added µs.
+
+    ``integration`` is anything with ``instrument(tel)``/``uninstrument()`` (the integration module, or a
+    stand-in that switches ``batch`` to another form of the integration, named by ``variant``).
 
     Each run makes ``responses`` model responses. Asserts every response was recorded exactly once.
     """
@@ -36,14 +49,25 @@ def per_response(
     integration.instrument(tel)
     batch(warm_up)
     integration.uninstrument()
-    bare, instrumented = [], []
-    for _ in range(repeats):
-        bare.append(batch(runs))
+    bare: list[float] = []
+    instrumented: list[float] = []
+
+    def timed_instrumented() -> None:
         integration.instrument(tel)
         try:
-            instrumented.append(batch(runs))
+            instrumented.append(timed(batch, runs))
         finally:
             integration.uninstrument()
+
+    for repeat in range(repeats):
+        # The order alternates (ABBA...): the side measured second would otherwise always inherit the
+        # first side's garbage and warm caches.
+        if repeat % 2 == 0:
+            bare.append(timed(batch, runs))
+            timed_instrumented()
+        else:
+            timed_instrumented()
+            bare.append(timed(batch, runs))
     expected = (runs * repeats + warm_up) * responses
     recorded = registry.get_sample_value("subagent_turns_used_sum", {"depth": "1"})
     assert recorded == expected, (recorded, expected)
@@ -52,7 +76,13 @@ def per_response(
     label = f"{responses} response{'s' if responses > 1 else ''} per run"
     return [
         Figure(f"{framework} alone, µs per response ({label})", bare_us, "µs"),
-        Figure(f"instrumented, µs per response ({label})", inst_us, "µs"),
-        Figure(f"added per response ({label})", inst_us - bare_us, "µs"),
-        Figure(f"instrumented / {framework} alone ({label})", inst_us / bare_us, "x"),
+        Figure(f"{variant}, µs per response ({label})", inst_us, "µs"),
+        Figure(f"{variant}: added per response ({label})", inst_us - bare_us, "µs"),
+        Figure(f"{variant} / {framework} alone ({label})", inst_us / bare_us, "x"),
     ]
+
+
+def timed(batch: Callable[[int], float], runs: int) -> float:
+    """``batch(runs)`` from a collected heap, so neither side pays for the other's garbage."""
+    gc.collect()
+    return batch(runs)

@@ -92,6 +92,6 @@ def test_benchmark_reports_both_sides_and_the_ratio(integration: Integration) ->
     """The integration's benchmark runs (tiny sizes) with finite times and one ratio per run length."""
     bench = importlib.import_module(f"benchmarks.{integration.bench}")
     figures = bench.run(quick=True)["figures"]
-    assert len(figures) == 8
+    assert len(figures) >= 8
     assert all(math.isfinite(f["value"]) for f in figures)
-    assert [f["unit"] for f in figures].count("x") == 2
+    assert [f["unit"] for f in figures].count("x") == len(figures) // 4  # One ratio per measured pair.
