@@ -197,23 +197,30 @@ class TestExitInAnotherContext:
     ) -> None:
         """`break` out of `async for` without aclosing: the loop finalizes the generator in another task;
         with max_concurrency=2, ten of them still leave every slot free."""
-        tel = telemetry_factory(make_config(max_concurrency=2, concurrency_timeout=1))
+        tel = telemetry_factory(make_config(max_concurrency=2, concurrency_timeout=5))
 
         async def agen() -> Any:
             async with tel.execution("stream"):
                 yield 1
                 yield 2
 
+        async def finalized() -> None:
+            """The loop closes abandoned generators in tasks of their own: let them run."""
+            for _ in range(500):
+                if tel._slots.in_use == 0:
+                    return
+                gc.collect()
+                await asyncio.sleep(0.01)
+
         async def main() -> int:
             for _ in range(10):
                 async for _item in agen():
                     break
-                gc.collect()
-                await asyncio.sleep(0.01)
+                await finalized()
             async with tel.execution("after") as run:
                 return run.depth
 
-        assert asyncio.run(asyncio.wait_for(main(), 10)) == 1
+        assert asyncio.run(asyncio.wait_for(main(), 30)) == 1
         assert tel._slots.in_use == 0
         assert total(registry, "subagent_executions_total") == 11
         assert_invariant(registry, 3)
@@ -392,6 +399,21 @@ class TestTokenValues:
                     expected += int(input_value) + int(output_value)
         assert tel.tracker.get_usage().total_tokens == expected == run.tokens
         assert sample(registry, "subagent_tokens_consumed_sum", depth="1") == expected
+
+    def test_the_largest_count_is_accepted_and_one_more_is_dropped(self, telemetry_factory: Factory) -> None:
+        """A call adds at most MAX_TOKENS_PER_CALL, on the fast path and the checked path alike."""
+        from subagent_telemetry.quota._tracker import MAX_TOKENS_PER_CALL
+
+        tel = telemetry_factory()
+        with tel.execution("a") as run:
+            run.record_tokens(input=MAX_TOKENS_PER_CALL - 1, output=1)
+            run.record_tokens(input=MAX_TOKENS_PER_CALL, output=1)
+            run.record_tokens(input=MAX_TOKENS_PER_CALL + 1)
+            run.record_tokens(output=float(MAX_TOKENS_PER_CALL))
+            run.record_tokens(input=float(MAX_TOKENS_PER_CALL), output=1.0)
+            run.record_tokens(total=MAX_TOKENS_PER_CALL + 1)
+            run.record_response(total=MAX_TOKENS_PER_CALL)
+        assert run.tokens == 3 * MAX_TOKENS_PER_CALL
 
     def test_explicit_totals_follow_the_same_rule(
         self, telemetry_factory: Factory, caplog: pytest.LogCaptureFixture

@@ -28,7 +28,7 @@ from ._errors import (
     TokenLimitExceeded,
     TurnLimitExceeded,
 )
-from ._text import NAME_MAX_CHARS, clean_name, is_clean_name, truncate_utf8
+from ._text import clean_name, is_clean_name, truncate_utf8
 from ._vocab import ErrorType, Resource, Status
 from .quota._tracker import MAX_TOKENS_PER_CALL, QuotaUsage, Reservation, token_count
 
@@ -169,10 +169,11 @@ class Execution:
             msg = f"max_turns must be an int >= 1, got {max_turns!r}"
             raise ValueError(msg)
         self._tel = tel
-        if type(name) is not str or len(name) > NAME_MAX_CHARS or not name.isprintable():
-            name = clean_name(name)  # Sanitized once here: every exporter encodes it as UTF-8.
-        self.name = name
-        self.agent = tel._agent_label(name)
+        # Sanitized (every exporter encodes it as UTF-8) and mapped to its label once per distinct name.
+        entry = tel._names.get(name)
+        if entry is None:
+            entry = tel._name_cache.lookup(name)
+        self.name, self.agent = entry
         self.max_turns = max_turns
 
     # -- the agent-facing API ------------------------------------------------------------------------
@@ -204,27 +205,26 @@ class Execution:
         """Add token usage; raise ``TokenLimitExceeded`` once the session total passes its limit.
 
         ``total=`` records usage that has no input/output split (exclusive with ``input``/``output``).
-        A call whose counts are not whole numbers from 0 to 10¹² is dropped with a warning.
+        A call whose counts are not whole numbers, or add up to more than 10¹², is dropped with a
+        warning (docs/api.md, "Token counts").
 
         With a model (this call's ``model=`` or one seen before) the usage is priced (docs/cost.md):
         ``cache_read``/``cache_write`` are the parts of ``input`` read from / written to the prompt
         cache, ``reasoning`` the part of ``output`` spent reasoning. The cost is charged to the money
         budget; ``CostLimitExceeded`` is raised once the session's spend passes ``max_total_cost``.
         """
-        if model is not None or provider is not None:
-            self._note_model(model, provider)
+        tokens = input + output if type(input) is int and type(output) is int else -1
         if (
-            total is None
-            and type(input) is int
-            and type(output) is int
-            and 0 <= input <= MAX_TOKENS_PER_CALL
-            and 0 <= output <= MAX_TOKENS_PER_CALL
+            0 <= tokens <= 1_000_000_000_000  # MAX_TOKENS_PER_CALL, a constant on this hot path
+            and input >= 0 <= output
+            and total is None
+            and model is None
+            and provider is None
         ):
             self.input_tokens += input
             self.output_tokens += output
-            tokens = input + output
         else:
-            tokens = self._add_checked(input, output, total)
+            tokens = self._add_checked(input, output, total, model, provider)
             if tokens < 0:
                 return
         self.tokens += tokens
@@ -375,15 +375,20 @@ class Execution:
         self.cost_nanos += nanos
         return nanos
 
-    def _add_checked(self, input: object, output: object, total: object) -> int:
-        """The slow path of ``record_tokens``: validate, add, return the tokens; ``-1`` when dropped."""
+    def _add_checked(
+        self, input: object, output: object, total: object, model: object, provider: object
+    ) -> int:
+        """The slow path of ``record_tokens``: names, validation, the counts added; the tokens to
+        charge, or ``-1`` when the call is dropped."""
+        if model is not None or provider is not None:
+            self._note_model(model, provider)
         if total is not None:
             count = token_count(total)
             if count is None or input != 0 or output != 0:
                 return self._drop("total=%r (with input=%r, output=%r)", total, input, output)
             return count
         input_count, output_count = token_count(input), token_count(output)
-        if input_count is None or output_count is None:
+        if input_count is None or output_count is None or input_count + output_count > MAX_TOKENS_PER_CALL:
             return self._drop("input=%r, output=%r", input, output)
         self.input_tokens += input_count
         self.output_tokens += output_count

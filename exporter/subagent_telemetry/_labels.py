@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 
 from ._config import AgentLabelConfig
+from ._text import clean_name, is_clean_name
 
 OTHER = "other"
 
@@ -34,3 +36,28 @@ class AgentLabelMapper:
                 return OTHER
             self._seen[name] = name
             return name
+
+
+#: Distinct execution names remembered by ``NameCache`` (later names are sanitized on every call).
+NAME_CACHE_SIZE = 4096
+
+
+class NameCache:
+    """Execution name -> (sanitized name, ``agent`` label value), computed once per distinct name.
+
+    ``entries`` is read directly on the hot path (one dict lookup for both values); ``lookup`` fills it
+    for the first ``NAME_CACHE_SIZE`` names, so memory stays bounded whatever names agents use.
+    """
+
+    __slots__ = ("_agent_label", "entries")
+
+    def __init__(self, agent_label: Callable[[str], str]) -> None:
+        self._agent_label = agent_label
+        self.entries: dict[str, tuple[str, str]] = {}
+
+    def lookup(self, name: str) -> tuple[str, str]:
+        clean = name if is_clean_name(name) else clean_name(name)
+        entry = (clean, self._agent_label(clean))
+        if len(self.entries) < NAME_CACHE_SIZE:
+            self.entries[name] = entry
+        return entry

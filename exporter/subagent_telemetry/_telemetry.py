@@ -17,7 +17,7 @@ from ._config import Config
 from ._errors import QuotaExceeded, missing_extra
 from ._execution import CURRENT, ErrorClassifier, Execution, SubagentMetrics, live
 from ._execution import _Parent as Parent
-from ._labels import AgentLabelMapper
+from ._labels import AgentLabelMapper, NameCache
 from ._recorder import Backend, RateLimitedLog, Recorder
 from ._vocab import Resource
 from .backends._multiprocess import multiprocess_dir, multiprocess_registry
@@ -84,6 +84,9 @@ class SubagentTelemetry:
         self._agent_label: Callable[[str], str] = (
             AgentLabelMapper(label_cfg) if label_cfg.enabled else _no_agent_label
         )
+        #: Execution names, sanitized and mapped to the agent label once per distinct name.
+        self._name_cache = NameCache(self._agent_label)
+        self._names = self._name_cache.entries
         self.tracker = tracker if tracker is not None else self._make_tracker(store, clock)
         self._setup_cost()
         self.registry = registry if registry is not None else REGISTRY
