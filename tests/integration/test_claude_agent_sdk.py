@@ -206,6 +206,18 @@ class TestRefusals:
         run(drain(telemetry_factory(make_config(max_depth=2)), fake, tmp_path))
         assert any("refused by its quota" in str(request["messages"]) for request in fake.requests)
 
+    def test_concurrency_refusal_denies_one_of_two_parallel_calls(
+        self, api: Any, tmp_path: Path, telemetry_factory: Factory, registry: CollectorRegistry
+    ) -> None:
+        """With two slots (the session holds one), one of the two parallel Agent calls is denied."""
+        fake = api(TREE)
+        run(drain(telemetry_factory(make_config(max_concurrency=2)), fake, tmp_path))
+        assert len({"a", "b"} & set(fake.served)) == 1
+        assert errors(registry, 2, "quota_exceeded") == 1
+        assert at_depth(registry, 2).completions == 1
+        assert invariant_holds(registry)
+        assert [at_depth(registry, d).active for d in (1, 2, 3)] == [0, 0, 0]
+
     def test_token_budget_refusal_mid_tree(
         self, api: Any, tmp_path: Path, telemetry_factory: Factory, registry: CollectorRegistry
     ) -> None:
