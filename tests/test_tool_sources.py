@@ -2,12 +2,27 @@
 
 from __future__ import annotations
 
+import contextlib
+import http.server
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
-from subagent_telemetry import SubagentTelemetry
+from subagent_telemetry import SubagentTelemetry, cli
 from subagent_telemetry import _catalog as cat
-from subagent_telemetry.tools._sources import SourceError, delta_buckets, parse_metrics_text, quantile
+from subagent_telemetry.tools._sources import (
+    PrometheusAPI,
+    SourceError,
+    delta_buckets,
+    http_get,
+    parse_metrics_text,
+    quantile,
+)
 from subagent_telemetry.tools._tune import nearest_rank, nice_up, session_peaks
 from tests.conftest import make_config
 
@@ -61,6 +76,104 @@ class TestParse:
         """A page that is not an exposition raises SourceError (shown by the tools), nothing else."""
         with pytest.raises(SourceError):
             parse_metrics_text("<html>not metrics{</html>\n")
+
+
+@contextmanager
+def answering(write: Callable[[http.server.BaseHTTPRequestHandler], None]) -> Iterator[str]:
+    """A real HTTP server on a free loopback port whose every GET is answered by ``write``."""
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.end_headers()
+            with contextlib.suppress(OSError):  # The client gave up: what the tests want.
+                write(self)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def body(text: bytes) -> Callable[[http.server.BaseHTTPRequestHandler], None]:
+    return lambda handler: handler.wfile.write(text)
+
+
+class TestHostileSources:
+    def test_a_dripping_answer_is_cut_at_the_timeout(self) -> None:
+        """A server sending a byte every 0.1 s cannot hold a read past --timeout (it is a total deadline)."""
+
+        def drip(handler: http.server.BaseHTTPRequestHandler) -> None:
+            for _ in range(200):
+                handler.wfile.write(b"#")
+                handler.wfile.flush()
+                time.sleep(0.1)
+
+        with answering(drip) as url:
+            started = time.monotonic()
+            with pytest.raises(SourceError, match=r"within 0\.5s"):
+                http_get(url, 0.5)
+        assert time.monotonic() - started < 3
+
+    def test_a_huge_answer_is_refused_past_the_size_cap(self) -> None:
+        """An endless body is a SourceError once past the cap, not the machine's memory."""
+
+        def flood(handler: http.server.BaseHTTPRequestHandler) -> None:
+            while True:
+                handler.wfile.write(b"#" * 65536 + b"\n")
+
+        with answering(flood) as url, pytest.raises(SourceError, match="larger than 1 MiB"):
+            http_get(url, 10, max_bytes=2**20)
+
+    @pytest.mark.parametrize(
+        "answer",
+        [
+            b"[]",
+            b"null",
+            b'"text"',
+            b'{"status": "success"}',
+            b'{"status": "success", "data": []}',
+            b'{"status": "success", "data": {"resultType": "vector", "result": [{"x": 1}]}}',
+            b'{"status":"success","data":{"resultType":"vector","result":[{"metric":{},"value":3}]}}',
+            b"\xff\xfe{",
+        ],
+    )
+    def test_json_that_is_not_a_prometheus_answer_is_a_source_error(self, answer: bytes) -> None:
+        """Any JSON (or non-UTF-8) answer that is not a Prometheus API result is one SourceError."""
+        with answering(body(answer)) as url:
+            api = PrometheusAPI(url, timeout_seconds=5)
+            with pytest.raises(SourceError, match="Prometheus"):
+                api.query("up")
+            with pytest.raises(SourceError, match="Prometheus"):
+                api.query_range("up", 0, 60, 15)
+
+    def test_a_histogram_answer_without_le_is_a_source_error(self) -> None:
+        """A compatible server answering a by (le) query without le is a SourceError, not a KeyError."""
+        answer = (
+            b'{"status":"success","data":{"resultType":"vector","result":[{"metric":{},"value":[1,"2"]}]}}'
+        )
+        with answering(body(answer)) as url, pytest.raises(SourceError, match="malformed"):
+            PrometheusAPI(url, timeout_seconds=5).histogram("sum by (le) (x_bucket)")
+
+    @pytest.mark.parametrize("command", [["tune"], ["report", "--out", "{tmp}"]])
+    def test_tune_and_report_against_a_non_prometheus_json_answer_print_one_error(
+        self, command: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """tune/report against a URL answering foreign JSON exit 1 with one line naming the URL."""
+        with answering(body(b'{"status": "success", "data": {"hello": 1}}')) as url:
+            args = [a.replace("{tmp}", str(tmp_path / "out")) for a in command]
+            assert cli.main([args[0], url, *args[1:]]) == 1
+        err = capsys.readouterr().err
+        assert url in err
+        assert "Traceback" not in err
 
 
 class TestTuneArithmetic:

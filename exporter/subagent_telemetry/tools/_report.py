@@ -80,8 +80,8 @@ def collect(api: PrometheusAPI, start: float, end: float) -> ReportData:
     errors = f"sum by (depth, error_type) (increase({cat.ERRORS.name}{sel}[{span}]))"
     data.errors = {(k[0], k[1]): v for k, v in grouped(errors, "depth", "error_type").items()}
     for spec in (cat.DURATION, cat.TOKENS, cat.TURNS):
-        rows = api.query(f"sum by (le) (increase({spec.name}_bucket{sel}[{span}]))", end)
-        data.histograms[spec.name] = sorted((float(lab["le"]), v) for lab, v in rows)
+        expr = f"sum by (le) (increase({spec.name}_bucket{sel}[{span}]))"
+        data.histograms[spec.name] = api.histogram(expr, end)
     refusals = f"sum by (resource) (increase({cat.QUOTA_REJECTIONS.name}{sel}[{span}]))"
     data.refusals = {k[0]: v for k, v in grouped(refusals, "resource").items()}
 

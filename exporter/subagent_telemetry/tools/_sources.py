@@ -7,6 +7,7 @@ from the catalog.
 
 from __future__ import annotations
 
+import http.client
 import json
 import math
 import re
@@ -31,16 +32,33 @@ class SourceError(RuntimeError):
     past the tool."""
 
 
-def http_get(url: str, timeout_seconds: float) -> bytes:
-    """The body of a GET; any failure (refused, timeout, HTTP error) becomes one ``SourceError``."""
+#: The largest body a source may answer with (a /metrics page or a query result is far smaller).
+MAX_BODY_BYTES = 64 * 2**20
+_CHUNK_BYTES = 2**16
+
+
+def http_get(url: str, timeout_seconds: float, max_bytes: int = MAX_BODY_BYTES) -> bytes:
+    """The body of a GET within ``timeout_seconds`` in all (a server dripping bytes cannot hold it
+    longer) and ``max_bytes``; any failure (refused, timeout, HTTP error, too big) is one ``SourceError``."""
+    deadline = time.monotonic() + timeout_seconds
     try:
         with urllib.request.urlopen(url, timeout=timeout_seconds) as response:
-            body: bytes = response.read()
-            return body
+            chunks: list[bytes] = []
+            size = 0
+            while chunk := response.read1(_CHUNK_BYTES):
+                size += len(chunk)
+                if size > max_bytes:
+                    msg = f"GET {url}: the answer is larger than {max_bytes // 2**20} MiB"
+                    raise SourceError(msg)
+                chunks.append(chunk)
+                if time.monotonic() > deadline:
+                    msg = f"GET {url}: no complete answer within {timeout_seconds:g}s (--timeout)"
+                    raise SourceError(msg)
+            return b"".join(chunks)
     except urllib.error.HTTPError as err:
         msg = f"GET {url}: HTTP {err.code} {err.reason}"
         raise SourceError(msg) from None
-    except (OSError, ValueError) as err:  # URLError, timeouts, refused connections are OSErrors.
+    except (OSError, ValueError, http.client.HTTPException) as err:  # URLError, timeouts are OSErrors.
         reason = getattr(err, "reason", err)
         msg = f"GET {url}: {reason}"
         raise SourceError(msg) from None
@@ -160,13 +178,16 @@ class PrometheusAPI:
         url = f"{self.url}{path}?{urllib.parse.urlencode(params)}"
         try:
             payload = json.loads(http_get(url, self.timeout_seconds))
-        except json.JSONDecodeError:
+        except (json.JSONDecodeError, UnicodeDecodeError):
             msg = f"{self.url} did not answer with JSON: is it a Prometheus URL?"
             raise SourceError(msg) from None
+        if not isinstance(payload, dict):
+            msg = f"{self.url} did not answer with a Prometheus API object: is it a Prometheus URL?"
+            raise SourceError(msg)
         if payload.get("status") != "success":
             msg = f"{self.url}: {payload.get('errorType', '?')}: {payload.get('error', payload)}"
             raise SourceError(msg)
-        return payload["data"]
+        return payload.get("data")
 
     def matchers(self, extra: str = "") -> str:
         """``{selector, extra}`` for a series selector."""
@@ -179,9 +200,12 @@ class PrometheusAPI:
         if at_unix_seconds is not None:
             params["time"] = f"{at_unix_seconds:.3f}"
         data = self._get("/api/v1/query", params)
-        if data.get("resultType") == "scalar":
-            return [({}, float(data["result"][1]))]
-        return [(dict(item["metric"]), float(item["value"][1])) for item in data["result"]]
+        try:
+            if data.get("resultType") == "scalar":
+                return [({}, float(data["result"][1]))]
+            return [(_labels(item["metric"]), float(item["value"][1])) for item in data["result"]]
+        except (AttributeError, KeyError, IndexError, TypeError, ValueError):
+            raise self._malformed(expr) from None
 
     def query_range(
         self, expr: str, start_unix_seconds: float, end_unix_seconds: float, step_seconds: float
@@ -194,10 +218,20 @@ class PrometheusAPI:
             "step": f"{max(step_seconds, 0.001):.3f}",
         }
         data = self._get("/api/v1/query_range", params)
-        return [
-            (dict(item["metric"]), [(float(t), float(v)) for t, v in item["values"]])
-            for item in data["result"]
-        ]
+        try:
+            return [
+                (_labels(item["metric"]), [(float(t), float(v)) for t, v in item["values"]])
+                for item in data["result"]
+            ]
+        except (AttributeError, KeyError, IndexError, TypeError, ValueError):
+            raise self._malformed(expr) from None
+
+    def histogram(self, expr: str, at_unix_seconds: float | None = None) -> list[tuple[float, float]]:
+        """An instant query ``sum by (le) (...)`` as cumulative buckets ``(le, count)`` sorted by ``le``."""
+        try:
+            return sorted((float(lab["le"]), v) for lab, v in self.query(expr, at_unix_seconds))
+        except (KeyError, ValueError):
+            raise self._malformed(expr) from None
 
     def readings(self, at_unix_seconds: float | None = None) -> Readings:
         """Every catalog series of every matching target at one instant (raw, per process)."""
@@ -213,8 +247,20 @@ class PrometheusAPI:
         """Labels of the firing alerts among ``names`` (the rendered rules' alerts)."""
         wanted = set(names)
         data = self._get("/api/v1/alerts", {})
-        return [
-            dict(alert["labels"])
-            for alert in data.get("alerts", [])
-            if alert.get("state") == "firing" and alert.get("labels", {}).get("alertname") in wanted
-        ]
+        try:
+            return [
+                _labels(alert["labels"])
+                for alert in data.get("alerts", [])
+                if alert.get("state") == "firing" and alert.get("labels", {}).get("alertname") in wanted
+            ]
+        except (AttributeError, KeyError, TypeError):
+            raise self._malformed("alerts") from None
+
+    def _malformed(self, expr: str) -> SourceError:
+        return SourceError(f"{self.url} answered {expr!r} with a malformed result: is it a Prometheus URL?")
+
+
+def _labels(metric: object) -> dict[str, str]:
+    if not isinstance(metric, dict):
+        raise TypeError(metric)
+    return {str(k): str(v) for k, v in metric.items()}

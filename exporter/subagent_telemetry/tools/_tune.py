@@ -106,8 +106,7 @@ def observe(api: PrometheusAPI, window: str, end: float, config: Config) -> Obse
         f"sum(increase({tokens}_sum{sel()}[{w}])) / sum(increase({tokens}_count{sel()}[{w}]))"
     )
     for spec in (cat.TOKENS, cat.DURATION, cat.TURNS):
-        rows = api.query(f"sum by (le) (increase({spec.name}_bucket{sel()}[{w}]))", end)
-        buckets = sorted((float(lab["le"]), v) for lab, v in rows)
+        buckets = api.histogram(f"sum by (le) (increase({spec.name}_bucket{sel()}[{w}]))", end)
         obs.per_execution[spec.name] = tuple(quantile(q, buckets) for q in (0.5, 0.95, 0.99))
     obs.turns_p99 = obs.per_execution[cat.TURNS.name][2]
     depths = api.query(f"sum by (depth) (increase({cat.COMPLETIONS.name}{sel()}[{w}])) > 0", end)
