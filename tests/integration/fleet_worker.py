@@ -82,13 +82,17 @@ def main() -> None:
         if spec.get("own_sigterm_exit") is not None:  # The program's own handler, installed first.
             code = int(spec["own_sigterm_exit"])
             signal.signal(signal.SIGTERM, lambda *_: os._exit(code))
-        with push_on_exit(tel, spec["gateway"], spec["job"], spec["grouping_key"]):
+        timeout = float(spec.get("timeout_seconds", 10.0))
+        with push_on_exit(tel, spec["gateway"], spec["job"], spec["grouping_key"], timeout_seconds=timeout):
             for _ in range(int(spec["executions"])):
                 with tel.execution("batch"):
                     pass
             if spec.get("fail"):
                 raise SystemExit(1)
             if spec.get("wait_for_sigterm"):
+                if spec.get("hold_metrics_lock"):  # SIGTERM arrives while recording holds the lock.
+                    (backend,) = [b for b in tel._recorder.backends if hasattr(b, "_cells")]
+                    backend._lock.acquire()
                 print(json.dumps({"ready": True}), flush=True)
                 time.sleep(60)
         result = {"pushed": True}

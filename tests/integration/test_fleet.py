@@ -375,6 +375,19 @@ class TestPushgateway:
         finally:
             gateway.stop()
 
+    def test_sigterm_while_recording_holds_a_metrics_lock_still_ends_the_process(
+        self, tmp_path: Path
+    ) -> None:
+        """The SIGTERM push cannot deadlock on a lock the interrupted code holds: it gives up in time."""
+        gateway = start_pushgateway(tmp_path)
+        try:
+            started = time.monotonic()
+            status = _terminated_batch(gateway, executions=1, timeout_seconds=1.0, hold_metrics_lock=True)
+            assert status == -signal.SIGTERM
+            assert time.monotonic() - started < 15
+        finally:
+            gateway.stop()
+
 
 def _terminated_batch(gateway: RunningServer, **spec: Any) -> int:
     """Run a batch worker until it is ready, send it SIGTERM, return its exit status."""
@@ -392,7 +405,11 @@ def _terminated_batch(gateway: RunningServer, **spec: Any) -> int:
     assert worker.stdout is not None
     assert json.loads(worker.stdout.readline()) == {"ready": True}
     worker.send_signal(signal.SIGTERM)
-    return worker.wait(timeout=30)
+    try:
+        return worker.wait(timeout=30)
+    finally:
+        worker.kill()  # No-op once it exited; a hung worker does not outlive the test.
+        worker.wait()
 
 
 def _gateway_group(gateway: RunningServer) -> dict[str, Any]:

@@ -88,7 +88,7 @@ class BatchPush:
         self.job = job
         self.grouping_key = key
         self._tel = tel
-        self._timeout = timeout_seconds
+        self.timeout_seconds = timeout_seconds
         self._clock = clock
         self._started = clock()
         self._failed = False
@@ -110,7 +110,7 @@ class BatchPush:
             self._pushed = True
         ok = (not self._failed) if success is None else success
         ended = self._clock()
-        deadline = PushDeadline(self._timeout)
+        deadline = PushDeadline(self.timeout_seconds)
         try:
             return self._push(ok, ended, deadline)
         finally:
@@ -208,7 +208,10 @@ def _push_on_sigterm(batch: BatchPush) -> None:
 
     def on_sigterm(signum: int, frame: FrameType | None) -> None:
         batch.mark_failed()
-        batch.push()
+        # In a thread: the interrupted code may hold a lock that collecting the metrics needs.
+        pusher = threading.Thread(target=batch.push, name="subagent-telemetry-sigterm-push", daemon=True)
+        pusher.start()
+        pusher.join(batch.timeout_seconds + 1.0)
         if callable(previous):
             previous(signum, frame)
             return
