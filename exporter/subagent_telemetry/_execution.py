@@ -30,6 +30,7 @@ from ._errors import (
 )
 from ._text import clean_name, is_clean_name, truncate_utf8
 from ._vocab import ErrorType, Resource, Status
+from .quota._prices import ModelRates
 from .quota._tracker import MAX_TOKENS_PER_CALL, QuotaUsage, Reservation, token_count
 
 if TYPE_CHECKING:
@@ -142,11 +143,16 @@ class Execution:
     reasoning_tokens = 0
     #: ``model`` bounded for the ``model`` label (set with the model; "" when the label is off).
     model_label = ""
-    #: Money spent on priced responses: exact atto-units, and the nano-units charged to the budget.
-    cost_atto = 0
+    #: Money spent on priced responses, in the nano-units charged to the budget; the exact spend is
+    #: ``cost_nanos * 10**9 + _atto_rest`` atto-units (the part below one nano-unit waits here).
     cost_nanos = 0
+    _atto_rest = 0
     #: Tokens of responses of a model with no price.
     unpriced_tokens = 0
+    #: The model's flat rates once resolved (None: the full path): input, output, per response,
+    #: in_atto (False: the rates are whole nano-units, most prices; True: atto-units), then the
+    #: cache_read, cache_write and reasoning rates net of their parent's.
+    _flat: tuple[int, int, int, bool, int, int, int] | None = None
     status: Status | None = None
     error_type: ErrorType | None = None
     duration_seconds = 0.0
@@ -213,23 +219,35 @@ class Execution:
         cache, ``reasoning`` the part of ``output`` spent reasoning. The cost is charged to the money
         budget; ``CostLimitExceeded`` is raised once the session's spend passes ``max_total_cost``.
         """
+        if (model is not None and model != self.model) or (
+            provider is not None and provider != self.provider
+        ):
+            self._note_model(model, provider)
         tokens = input + output if type(input) is int and type(output) is int else -1
-        if (
+        plain = (
             0 <= tokens <= 1_000_000_000_000  # MAX_TOKENS_PER_CALL, a constant on this hot path
             and input >= 0 <= output
             and total is None
-            and model is None
-            and provider is None
-        ):
+        )
+        if plain:
             self.input_tokens += input
             self.output_tokens += output
         else:
-            tokens = self._add_checked(input, output, total, model, provider)
+            tokens = self._add_checked(input, output, total, None, None)  # Names noted above.
             if tokens < 0:
                 return
         self.tokens += tokens
         cost_nanos = 0
-        if self.model is not None:  # A model response: price it (lookup cached per model).
+        flat = self._flat
+        if flat is not None and plain:
+            # The common priced response, inlined: flat rates, exact integers.
+            cost_nanos = input * flat[0] + output * flat[1] + flat[2]
+            if cache_read or cache_write or reasoning:
+                cost_nanos += self._parts_cost(flat, input, output, cache_read, cache_write, reasoning)
+            if flat[3]:  # Rates finer than a nano-unit: carry the remainder to the next response.
+                cost_nanos, self._atto_rest = divmod(self._atto_rest + cost_nanos, _ATTO_PER_NANO)
+            self.cost_nanos += cost_nanos
+        elif self.model is not None:  # Any other model response: resolve and price it in full.
             cost_nanos = self._price(
                 tokens,
                 input,
@@ -321,8 +339,62 @@ class Execution:
         if model is not None:
             self.model = model if is_clean_name(model) else clean_name(model)  # type: ignore[assignment]
             self.model_label = self._tel._model_label(self.model)  # type: ignore[arg-type]
+        self._flat = None  # Prices are looked up again for the new model or provider.
         if provider is not None:
             self.provider = provider if is_clean_name(provider) else clean_name(provider)  # type: ignore[assignment]
+
+    def _parts_cost(  # noqa: PLR0917 - hot path: positional arguments, no tuple built per response
+        self,
+        flat: tuple[int, int, int, bool, int, int, int],
+        input: int,
+        output: int,
+        read: object,
+        write: object,
+        thought: object,
+    ) -> int:
+        """What cache reads/writes and reasoning add to a response at flat rates (counted on the
+        execution); 0 and a warning when they are not whole numbers within input / output."""
+        if not (
+            type(read) is int
+            and type(write) is int
+            and type(thought) is int
+            and read >= 0
+            and write >= 0
+            and read + write <= input
+            and 0 <= thought <= output
+        ):
+            checked = self._checked_parts(input, output, read, write, thought)
+            if checked is None:
+                return 0
+            read, write, thought = checked
+        self.cache_read_tokens += read
+        self.cache_write_tokens += write
+        self.reasoning_tokens += thought
+        return read * flat[4] + write * flat[5] + thought * flat[6]
+
+    def _checked_parts(
+        self, input: int, output: int, read: object, write: object, thought: object
+    ) -> tuple[int, int, int] | None:
+        """(cache_read, cache_write, reasoning) as whole numbers within input / output; ``None`` and a
+        warning (the response is priced without them) otherwise."""
+        read_n, write_n, thought_n = token_count(read), token_count(write), token_count(thought)
+        if (
+            read_n is not None
+            and write_n is not None
+            and thought_n is not None
+            and read_n + write_n <= input
+            and thought_n <= output
+        ):
+            return read_n, write_n, thought_n
+        self._drop(
+            "cache_read=%r, cache_write=%r, reasoning=%r (parts of input=%r, output=%r); priced without",
+            read,
+            write,
+            thought,
+            input,
+            output,
+        )
+        return None
 
     def _price(
         self,
@@ -339,6 +411,8 @@ class Execution:
         charge (the execution keeps the sub-nano remainder, so nothing is lost between responses)."""
         tel = self._tel
         rates = tel._prices.rates(self.model, self.provider)  # type: ignore[arg-type]
+        if rates is not None:
+            self._flat = _flat_rates(rates)  # The next plain responses take the inlined path.
         if rates is None or total is not None:  # No price, or no input/output split to price.
             self.unpriced_tokens += tokens
             if tel._refuse_unpriced:
@@ -352,26 +426,16 @@ class Execution:
         if type(input) is not int or type(output) is not int:  # Validated counts such as 100.0.
             input, output = token_count(input), token_count(output)
         if cache_read or cache_write or reasoning:
-            parts = _parts(input, output, cache_read, cache_write, reasoning)
+            parts = self._checked_parts(input, output, cache_read, cache_write, reasoning)  # type: ignore[arg-type]
             if parts is None:
-                self._drop(
-                    "cache_read=%r, cache_write=%r, reasoning=%r (parts of input=%r, output=%r); "
-                    "priced without them",
-                    cache_read,
-                    cache_write,
-                    reasoning,
-                    input,
-                    output,
-                )
                 cache_read = cache_write = reasoning = 0
             else:
                 cache_read, cache_write, reasoning = parts
                 self.cache_read_tokens += cache_read
                 self.cache_write_tokens += cache_write
                 self.reasoning_tokens += reasoning
-        atto = self.cost_atto + rates.cost_atto(input, output, cache_read, cache_write, reasoning)  # type: ignore[arg-type]
-        self.cost_atto = atto
-        nanos = atto // _ATTO_PER_NANO - self.cost_nanos
+        atto = self._atto_rest + rates.cost_atto(input, output, cache_read, cache_write, reasoning)  # type: ignore[arg-type]
+        nanos, self._atto_rest = divmod(atto, _ATTO_PER_NANO)
         self.cost_nanos += nanos
         return nanos
 
@@ -726,16 +790,16 @@ _RELEASING: set[asyncio.Future[None]] = set()
 _ATTO_PER_NANO = 10**9
 
 
-def _parts(
-    input: object, output: object, cache_read: object, cache_write: object, reasoning: object
-) -> tuple[int, int, int] | None:
-    """Validated (cache_read, cache_write, reasoning): whole numbers within input / output."""
-    read, write, thought = token_count(cache_read), token_count(cache_write), token_count(reasoning)
-    if read is None or write is None or thought is None:
+def _flat_rates(rates: ModelRates) -> tuple[int, int, int, bool, int, int, int] | None:
+    """What the inlined path multiplies: whole nano-units when every rate is one, else atto-units."""
+    if rates.tiers or rates.expires is not None:
         return None
-    if read + write > input or thought > output:  # type: ignore[operator]
-        return None
-    return read, write, thought
+    base = rates.base
+    flat = (base.input, base.output, base.per_response, base.cache_read, base.cache_write, base.reasoning)
+    in_atto = any(rate % _ATTO_PER_NANO for rate in flat)
+    if not in_atto:
+        flat = tuple(rate // _ATTO_PER_NANO for rate in flat)  # type: ignore[assignment]
+    return flat[0], flat[1], flat[2], in_atto, flat[3], flat[4], flat[5]
 
 
 #: ``str(depth)`` for every depth a config allows (1-10) and one past it.

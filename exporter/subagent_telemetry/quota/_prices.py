@@ -70,10 +70,11 @@ class ModelRates:
     def cost_atto(self, input: int, output: int, cache_read: int, cache_write: int, reasoning: int) -> int:
         """The exact cost of one response in atto-units of the currency."""
         rates = self.base
-        for start, tier in reversed(self.tiers):
-            if input > start:
-                rates = tier
-                break
+        if self.tiers:
+            for start, tier in reversed(self.tiers):
+                if input > start:
+                    rates = tier
+                    break
         return (
             input * rates.input
             + output * rates.output
