@@ -25,13 +25,15 @@ from agents.lifecycle import RunHooksBase
 from agents.model_settings import ModelSettings
 from agents.result import RunResultStreaming
 from agents.retry import ModelRetrySettings, RetryDecision
+from agents.run_config import RunConfig
 from agents.testing import ModelStep, ScriptedModel, assistant_message, function_call
+from openai.types.responses.response_usage import InputTokensDetails, OutputTokensDetails
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from prometheus_client import CollectorRegistry
 
-from subagent_telemetry import DepthLimitExceeded, SubagentTelemetry, TokenLimitExceeded
+from subagent_telemetry import Config, DepthLimitExceeded, SubagentTelemetry, TokenLimitExceeded
 from subagent_telemetry.integrations import openai_agents
 from tests.conftest import make_config
 from tests.support.agent_metrics import assert_invariant, per_depth, total
@@ -47,6 +49,24 @@ def _offline_and_uninstrumented() -> Iterator[None]:
     yield
     openai_agents.uninstrument()
     set_tracing_disabled(False)
+
+
+#: A price for "priced-model" only (per million tokens), the bundled price data off.
+PRICED = Config.model_validate(
+    {
+        "cost": {
+            "bundled_prices": False,
+            "prices": {"priced-model": {"input": 2, "output": 8, "cache_read": 0.5}},
+        },
+        "telemetry": {"log_executions": False},
+    }
+)
+
+
+class NamedModel(ScriptedModel):
+    """A scripted model with a name, as the SDK's OpenAI models have (``model.model``)."""
+
+    model = "priced-model"
 
 
 def usage(input: int, output: int) -> Usage:
@@ -221,6 +241,26 @@ class TestDelegationTree:
         assert per_depth(registry, "subagent_turns_used_sum", 1) == [1]
         assert per_depth(registry, "subagent_tokens_consumed_sum", 1) == [7]
         assert total(registry, "subagent_completions_total", status="complete") == 1
+
+    def test_cached_and_reasoning_tokens_are_priced_apart(
+        self, telemetry_factory: Factory, registry: CollectorRegistry
+    ) -> None:
+        """A response's cached input is priced at the cache rate, with the run config's model name."""
+        usage = Usage(
+            requests=1,
+            input_tokens=1_000_000,
+            output_tokens=100_000,
+            total_tokens=1_100_000,
+            input_tokens_details=InputTokensDetails(cached_tokens=400_000, cache_write_tokens=0),
+            output_tokens_details=OutputTokensDetails(reasoning_tokens=0),
+        )
+        served = NamedModel([ModelStep(output=[assistant_message("ok")], usage=usage)])
+        unnamed = agent("priced")  # The run config's model serves the run (and names it).
+        openai_agents.instrument(telemetry_factory(PRICED))
+        asyncio.run(Runner.run(unnamed, "go", run_config=RunConfig(model=served)))
+        # 600k input at 2/M + 400k cached at 0.5/M + 100k output at 8/M.
+        assert total(registry, "subagent_cost_total", depth="1") == pytest.approx(2.2)
+        assert total(registry, "subagent_unpriced_tokens_total") == 0
 
     def test_callers_hooks_still_run(self, telemetry_factory: Factory) -> None:
         """The caller's RunHooks see every callback while the integration records."""

@@ -188,6 +188,28 @@ class TestDelegationTree:
         assert total(registry, "subagent_tokens_consumed_sum", depth="1") == expected
         assert_invariant(registry)
 
+    def test_cached_tokens_are_priced_apart(
+        self, telemetry_factory: Factory, registry: CollectorRegistry
+    ) -> None:
+        """A response's cache reads are priced at the cache rate, under the response's model name."""
+        config = Config.model_validate(
+            {
+                "cost": {
+                    "bundled_prices": False,
+                    "prices": {"priced-model": {"input": 2, "output": 8, "cache_read": 0.5}},
+                },
+                "telemetry": {"log_executions": False},
+            }
+        )
+        usage = RequestUsage(input_tokens=1_000_000, cache_read_tokens=400_000, output_tokens=100_000)
+        script = Script([ModelResponse(parts=[TextPart("ok")], usage=usage)])
+        priced = Agent(FunctionModel(script, model_name="priced-model"), name="priced")
+        integration.instrument(telemetry_factory(config))
+        priced.run_sync("go")
+        # 600k input at 2/M + 400k cached at 0.5/M + 100k output at 8/M.
+        assert total(registry, "subagent_cost_total", depth="1") == pytest.approx(2.2)
+        assert total(registry, "subagent_unpriced_tokens_total") == 0
+
 
 class TestOutcomes:
     def test_request_limit_is_incomplete(

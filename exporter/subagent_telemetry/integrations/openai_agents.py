@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 try:
     from agents import MaxTurnsExceeded, Runner
     from agents.lifecycle import RunHooksBase
+    from agents.models import get_default_model
 except ImportError as _missing:  # pragma: no cover - exercised in a subprocess without the SDK
     _msg = (
         "subagent_telemetry.integrations.openai_agents needs the OpenAI Agents SDK: "
@@ -190,10 +191,14 @@ def _with_execution(
     execution: Execution, args: tuple[Any, ...], kwargs: dict[str, Any], hooks_at: int
 ) -> tuple[tuple[Any, ...], dict[str, Any]]:
     """The call's arguments with recording hooks around the caller's, and its turn-limit handler marked."""
+    run_config = kwargs.get("run_config")  # A RunConfig's (or dict's) model overrides every agent's.
+    run_model = (
+        run_config.get("model") if isinstance(run_config, dict) else getattr(run_config, "model", None)
+    )
     if len(args) > hooks_at:
-        args = (*args[:hooks_at], _hooks_for(execution, args[hooks_at]), *args[hooks_at + 1 :])
+        args = (*args[:hooks_at], _hooks_for(execution, args[hooks_at], run_model), *args[hooks_at + 1 :])
     else:
-        kwargs["hooks"] = _hooks_for(execution, kwargs.get("hooks"))
+        kwargs["hooks"] = _hooks_for(execution, kwargs.get("hooks"), run_model)
     handlers = kwargs.get("error_handlers")
     if handlers and handlers.get("max_turns") is not None:
         kwargs["error_handlers"] = {
@@ -203,10 +208,10 @@ def _with_execution(
     return args, kwargs
 
 
-def _hooks_for(execution: Execution, hooks: Any) -> Any:
+def _hooks_for(execution: Execution, hooks: Any, run_model: object) -> Any:
     if hooks is not None and not isinstance(hooks, RunHooksBase):
         return hooks  # The SDK rejects it with its own TypeError; the execution records that failure.
-    return _RecordingHooks(execution, hooks)
+    return _RecordingHooks(execution, hooks, run_model)
 
 
 def _marks_incomplete(execution: Execution, handler: Callable[[Any], Any]) -> Callable[[Any], Any]:
@@ -226,9 +231,10 @@ class _RecordingHooks(RunHooksBase[Any, Any]):
     Bound to the execution, not to the current context: the SDK runs hooks as tasks with copied contexts.
     """
 
-    def __init__(self, execution: Execution, hooks: RunHooksBase[Any, Any] | None) -> None:
+    def __init__(self, execution: Execution, hooks: RunHooksBase[Any, Any] | None, run_model: object) -> None:
         self._execution = execution
         self._hooks = hooks
+        self._run_model = run_model
         if hooks is not None:
             for name in _PASSED_THROUGH:
                 setattr(self, name, getattr(hooks, name))
@@ -237,20 +243,31 @@ class _RecordingHooks(RunHooksBase[Any, Any]):
         self, context: RunContextWrapper[Any], agent: Agent[Any], response: ModelResponse
     ) -> None:
         try:
-            _record(self._execution, agent, response)
+            model = self._run_model if self._run_model is not None else agent.model
+            _record(self._execution, model, response)
         finally:  # The caller's hook runs even when the response passed a quota (the quota error follows).
             if self._hooks is not None:
                 await self._hooks.on_llm_end(context, agent, response)
 
 
-def _record(execution: Execution, agent: Agent[Any], response: ModelResponse) -> None:
-    """One response: its own usage, never the run's cumulative ``context.usage`` (shared with nested runs)."""
+def _record(execution: Execution, model: object, response: ModelResponse) -> None:
+    """One response: its own usage, never the run's cumulative ``context.usage`` (shared with nested runs).
+
+    ``model`` is the run config's model, else the agent's; the cached and reasoning parts are priced apart.
+    """
     usage = response.usage
-    model = _model_name(agent.model)
+    name = get_default_model() if model is None else _model_name(model)
     if usage.input_tokens or usage.output_tokens or not usage.total_tokens:
-        execution.record_response(input=usage.input_tokens, output=usage.output_tokens, model=model)
+        execution.record_response(
+            input=usage.input_tokens,
+            output=usage.output_tokens,
+            model=name,
+            cache_read=getattr(usage.input_tokens_details, "cached_tokens", 0) or 0,
+            cache_write=getattr(usage.input_tokens_details, "cache_write_tokens", 0) or 0,
+            reasoning=getattr(usage.output_tokens_details, "reasoning_tokens", 0) or 0,
+        )
     else:  # A provider that reports only a total.
-        execution.record_response(total=usage.total_tokens, model=model)
+        execution.record_response(total=usage.total_tokens, model=name)
 
 
 def _model_name(model: object) -> str | None:

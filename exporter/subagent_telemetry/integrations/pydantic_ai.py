@@ -116,6 +116,9 @@ class TelemetryCapability(AbstractCapability[Any]):
                 output=usage.output_tokens,
                 model=response.model_name,
                 provider=response.provider_name,
+                cache_read=usage.cache_read_tokens,
+                cache_write=usage.cache_write_tokens,
+                reasoning=usage.output_reasoning_tokens,
             )
         return response
 
