@@ -185,6 +185,17 @@ class TestFinish:
         tel.start("h").finish(FrameworkError())
         assert sample(registry, "subagent_errors_total", depth="1", error_type="invalid_input") == 1
 
+    def test_finish_with_something_that_is_not_an_exception_still_records_one_outcome(
+        self, telemetry_factory: Factory, registry: CollectorRegistry
+    ) -> None:
+        """finish(exc="oops") never raises: execution_failed is recorded and the slot freed."""
+        tel = telemetry_factory(make_config(max_concurrency=1))
+        handle = tel.start("h")
+        assert handle.finish("oops") is True  # type: ignore[arg-type]
+        assert handle.error_type is ErrorType.EXECUTION_FAILED
+        assert sample(registry, "subagent_errors_total", depth="1", error_type="execution_failed") == 1
+        assert tel.start("next").finish() is True  # The only slot was given back.
+
     def test_a_classifier_may_return_a_status(
         self, telemetry_factory: Factory, registry: CollectorRegistry
     ) -> None:

@@ -510,6 +510,16 @@ class TestNames:
         assert len(kept.encode("utf-8")) <= 1024
         assert not SURROGATES.search(kept)
 
+    @pytest.mark.parametrize("value", [None, b"bytes", 42])
+    def test_set_output_of_something_that_is_not_text_returns_it_as_is(
+        self, telemetry_factory: Factory, value: object
+    ) -> None:
+        """set_output(None) (a model that answered nothing) returns None instead of raising TypeError."""
+        tel = telemetry_factory()
+        with tel.execution("a") as run:
+            assert run.set_output(value) is value  # type: ignore[arg-type]
+        assert run.status == "complete"
+
 
 # -- 8. explicit depths --------------------------------------------------------------------------------------
 

@@ -302,7 +302,13 @@ class Execution:
         """Return ``text`` truncated to ``output_max_size`` bytes of UTF-8 (counted when cut).
 
         Lone surrogates (not encodable) are replaced by U+FFFD; the rest of the text is kept as is.
+        Anything that is not a ``str`` (``None``, bytes) is returned as it is, with a warning.
         """
+        if type(text) is not str and not isinstance(text, str):
+            self._tel._warn_dropped(
+                "output", "subagent_telemetry: set_output takes a str, got %.100r; returned as is", text
+            )
+            return text
         limit = self._tel._output_max_size
         kept, size = truncate_utf8(text, limit)
         if size > limit:
@@ -598,12 +604,16 @@ class Execution:
         self._finished = True
         tel = self._tel
         try:
-            self.duration_seconds = self.elapsed()
-            if outcome is None:
-                if exc is None:
-                    self.status = self.status or Status.COMPLETE
-                else:
-                    outcome = classify(exc, tel._error_classifier)
+            try:
+                self.duration_seconds = self.elapsed()
+                if outcome is None:
+                    if exc is None:
+                        self.status = self.status or Status.COMPLETE
+                    else:
+                        outcome = classify(exc, tel._error_classifier)
+            except Exception:  # finish(exc=<not an exception>), a raising clock: still one outcome.
+                _log.warning("subagent_telemetry: cannot classify %.100r: execution_failed", exc)
+                outcome = ErrorType.EXECUTION_FAILED
             if outcome is not None:
                 if isinstance(outcome, Status):
                     self.status = outcome
