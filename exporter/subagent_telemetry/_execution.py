@@ -605,7 +605,8 @@ class Execution:
         tel = self._tel
         try:
             try:
-                self.duration_seconds = self.elapsed()
+                # elapsed() inlined (once per execution); an injected clock can go backwards.
+                self.duration_seconds = max(tel._clock() - self._started_at, 0.0)
                 if outcome is None:
                     if exc is None:
                         self.status = self.status or Status.COMPLETE

@@ -253,10 +253,12 @@ class InMemoryQuotaStore:
 
     def add_tokens(self, tokens: int, limits: QuotaLimits, cost_nanos: int = 0) -> QuotaUsage:
         """Add tokens (and their cost) to the session's totals; the usage after it."""
+        started = self._started  # _elapsed() inlined: this runs on every record_tokens.
+        elapsed = 0.0 if started is None else max(self._clock() - started, 0.0)
         with self._lock:
             self._tokens += tokens
             self._cost += cost_nanos
-            return _usage(QuotaUsage, (self._executions, self._tokens, self._elapsed(), self._cost))
+            return _usage(QuotaUsage, (self._executions, self._tokens, elapsed, self._cost))
 
     def usage(self) -> QuotaUsage:
         """The session's usage now."""
@@ -410,7 +412,7 @@ class QuotaTracker:
         Both are counted even when they overshoot: the totals stay honest. With a leasing store,
         ``reservation`` settles them against the execution's estimates.
         """
-        if type(tokens) is not int or not 0 <= tokens <= MAX_TOKENS_PER_CALL:
+        if type(tokens) is not int or not 0 <= tokens <= 1_000_000_000_000:  # MAX_TOKENS_PER_CALL
             count = token_count(tokens)
             if count is None:  # Checked before any store sees it: NaN would disable the budget.
                 msg = f"tokens must be a whole number from 0 to {MAX_TOKENS_PER_CALL}, got {tokens!r}"
@@ -428,8 +430,8 @@ class QuotaTracker:
             self._maybe_warn(usage)
         limits = self.limits
         limit = limits.max_total_tokens
-        if limit is not None and usage.total_tokens > limit:
-            raise TokenLimitExceeded(usage.total_tokens, limit)
+        if limit is not None and usage[1] > limit:  # total_tokens
+            raise TokenLimitExceeded(usage[1], limit)
         cost_limit = limits.cost_limit_nanos
         # Only a call that spends raises: a token-only call does not stop for money spent elsewhere.
         if cost_nanos and cost_limit is not None and usage[3] > cost_limit:
