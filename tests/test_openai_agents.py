@@ -526,6 +526,15 @@ class TestInstrumentation:
         assert len(instrumented.new_items) == len(plain.new_items)
         assert instrumented.context_wrapper.usage.total_tokens == plain.context_wrapper.usage.total_tokens
 
+    def test_a_call_that_is_not_a_run_raises_the_sdks_own_error(
+        self, telemetry_factory: Factory, registry: CollectorRegistry
+    ) -> None:
+        """Runner.run on something that is not an Agent fails as the SDK makes it fail, unrecorded."""
+        openai_agents.instrument(telemetry_factory())
+        with pytest.raises(AttributeError, match="tools"):
+            asyncio.run(Runner.run("not an agent", "go"))  # type: ignore[arg-type]
+        assert total(registry, "subagent_executions_total") == 0
+
     def test_second_instrument_warns_and_keeps_the_first(
         self, telemetry_factory: Factory, registry: CollectorRegistry
     ) -> None:

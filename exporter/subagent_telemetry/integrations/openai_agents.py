@@ -27,7 +27,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 try:
-    from agents import MaxTurnsExceeded, Runner
+    from agents import Agent, MaxTurnsExceeded, Runner
     from agents.lifecycle import RunHooksBase
     from agents.models import get_default_model
 except ImportError as _missing:  # pragma: no cover - exercised in a subprocess without the SDK
@@ -40,7 +40,7 @@ except ImportError as _missing:  # pragma: no cover - exercised in a subprocess 
 from .. import Status
 
 if TYPE_CHECKING:
-    from agents import Agent, ModelResponse, RunContextWrapper, RunResultStreaming
+    from agents import ModelResponse, RunContextWrapper, RunResultStreaming
 
     from .. import Execution, SubagentTelemetry
 
@@ -96,6 +96,8 @@ def uninstrument() -> None:
 def _wrap_run(tel: SubagentTelemetry, run: Callable[..., Any], hooks_at: int) -> Callable[..., Any]:
     async def instrumented_run(cls: type[Runner], *args: Any, **kwargs: Any) -> Any:
         agent = _starting_agent(args, kwargs)
+        if agent is None:  # Not a run the SDK would start: its own error, unrecorded.
+            return await run(cls, *args, **kwargs)
         execution = await tel.astart(agent.name, model=_model_name(agent.model))
         args, kwargs = _with_execution(execution, args, kwargs, hooks_at)
         try:
@@ -113,6 +115,8 @@ def _wrap_run(tel: SubagentTelemetry, run: Callable[..., Any], hooks_at: int) ->
 def _wrap_run_sync(tel: SubagentTelemetry, run_sync: Callable[..., Any], hooks_at: int) -> Callable[..., Any]:
     def instrumented_run_sync(cls: type[Runner], *args: Any, **kwargs: Any) -> Any:
         agent = _starting_agent(args, kwargs)
+        if agent is None:
+            return run_sync(cls, *args, **kwargs)
         execution = tel.start(agent.name, model=_model_name(agent.model))
         args, kwargs = _with_execution(execution, args, kwargs, hooks_at)
         try:
@@ -132,6 +136,8 @@ def _wrap_run_streamed(
 ) -> Callable[..., Any]:
     def instrumented_run_streamed(cls: type[Runner], *args: Any, **kwargs: Any) -> Any:
         agent = _starting_agent(args, kwargs)
+        if agent is None:
+            return run_streamed(cls, *args, **kwargs)
         # run_streamed is synchronous: admission is too (a shared store's round trip blocks the loop once).
         execution = tel.start(agent.name, model=_model_name(agent.model))
         args, kwargs = _with_execution(execution, args, kwargs, hooks_at)
@@ -176,9 +182,10 @@ def _finish_failed(execution: Execution, exc: BaseException) -> None:
 # -- per-run wiring ------------------------------------------------------------------------------------
 
 
-def _starting_agent(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Agent[Any]:
-    agent: Agent[Any] = args[0] if args else kwargs["starting_agent"]
-    return agent
+def _starting_agent(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Agent[Any] | None:
+    """The run's starting agent; None when the call is not a valid run (the SDK then raises its error)."""
+    agent = args[0] if args else kwargs.get("starting_agent")
+    return agent if isinstance(agent, Agent) else None
 
 
 def _hooks_index(function: Callable[..., Any]) -> int:
