@@ -345,6 +345,62 @@ class TestOutOfOrderExits:
         provider.shutdown()
 
 
+class TestCancellationPoints:
+    @settings(max_examples=40, deadline=None)
+    @given(
+        plans=st.lists(
+            st.tuples(st.integers(0, 6), st.sampled_from(["with", "handle", "use"])), min_size=1, max_size=6
+        )
+    )
+    def test_cancelling_anywhere_keeps_the_books(self, plans: list[tuple[int, str]]) -> None:
+        """Tasks holding nested executions, handles or use() blocks, cancelled after any number of loop
+        steps: one outcome each, no slot left, nothing finished current, top level is depth 1 again."""
+        registry = CollectorRegistry()
+        tel = SubagentTelemetry(make_config(max_depth=4, max_concurrency=50), registry=registry)
+
+        async def nested() -> None:
+            async with tel.execution("child"):
+                for _ in range(3):
+                    await asyncio.sleep(0)
+
+        async def worker(form: str) -> None:
+            if form == "with":
+                async with tel.execution("parent"):
+                    await asyncio.sleep(0)
+                    await nested()
+                return
+            handle = await tel.astart("handle")
+            try:
+                if form == "use":
+                    with tel.use(handle):
+                        await nested()
+                else:
+                    child = await tel.astart("child", parent=handle)
+                    await asyncio.sleep(0)
+                    child.record_completion()
+            except BaseException as exc:
+                handle.finish(exc)
+                raise
+            handle.record_completion()
+
+        async def main() -> None:
+            tasks = [(asyncio.create_task(worker(form)), steps) for steps, form in plans]
+            for step in range(7):
+                for task, steps in tasks:
+                    if steps == step:
+                        task.cancel()
+                await asyncio.sleep(0)
+            await asyncio.gather(*(task for task, _ in tasks), return_exceptions=True)
+
+        asyncio.run(main())
+        gc.collect()
+        assert tel._slots.in_use == 0
+        assert tel.current() is None
+        with tel.execution("next") as run:
+            assert run.depth == 1
+        assert_invariant(registry, 4)
+
+
 # -- 6. token values --------------------------------------------------------------------------------------
 
 NOT_COUNTS = st.one_of(
