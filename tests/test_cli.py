@@ -354,3 +354,29 @@ def test_validate_warns_when_a_needed_extra_is_missing(
     assert result.returncode == EXIT_OK, result.stderr
     assert "warning: " in result.stderr
     assert f"pip install 'subagent-telemetry[{extra}]'" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "option"),
+    [
+        (["top", "http://127.0.0.1:9/metrics", "--interval", "nan"], "--interval"),
+        (["top", "http://127.0.0.1:9/metrics", "--interval", "0"], "--interval"),
+        (["top", "http://127.0.0.1:9/metrics", "--timeout", "-1"], "--timeout"),
+        (["top", "http://127.0.0.1:9/metrics", "--window", "inf"], "--window"),
+        (["tune", "http://127.0.0.1:9", "--end", "nan"], "--end"),
+        (["tune", "http://127.0.0.1:9", "--token-budget", "0"], "--token-budget"),
+        (["report", "http://127.0.0.1:9", "--start", "inf"], "--start"),
+        (["report", "http://127.0.0.1:9", "--end", "soon"], "--end"),
+    ],
+)
+def test_operator_tools_refuse_non_finite_or_non_positive_numbers_up_front(
+    args: list[str], option: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """top/tune/report options that are times or durations are checked by the parser: one line naming
+    the option and the value (top --interval nan used to end in a ValueError traceback from sleep)."""
+    with pytest.raises(SystemExit) as exit_info:
+        main(args)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert f"argument {option}: {args[-1]}" in err or f"argument {option}: '{args[-1]}'" in err
+    assert "Traceback" not in err

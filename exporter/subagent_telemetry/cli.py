@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import logging
+import math
 import signal
 import sys
 from collections.abc import Sequence
@@ -380,13 +381,13 @@ def _add_operator_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParse
         default="auto",
         help="auto: a URL whose path ends in /metrics is an agent, anything else Prometheus",
     )
-    top.add_argument("--interval", type=float, default=1.0, help="seconds between refreshes")
+    top.add_argument("--interval", type=_seconds, default=1.0, help="seconds between refreshes")
     top.add_argument(
         "--window",
-        type=float,
+        type=_seconds,
         help="seconds of rates and ratios (default: from the config: alerts.rate_window)",
     )
-    top.add_argument("--timeout", type=float, default=2.0, help="seconds before a source counts as down")
+    top.add_argument("--timeout", type=_seconds, default=2.0, help="seconds before a source counts as down")
     top.add_argument("--once", action="store_true", help="print one frame and exit (scripts, CI)")
     top.set_defaults(func=_cmd_top)
 
@@ -396,14 +397,14 @@ def _add_operator_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParse
     _add_config_args(tune)
     tune.add_argument("url", help="Prometheus base URL")
     tune.add_argument("--window", default="7d", help="how far back to look (Prometheus duration)")
-    tune.add_argument("--end", type=float, help="end of the window, Unix seconds (default: now)")
+    tune.add_argument("--end", type=_unix_time, help="end of the window, Unix seconds (default: now)")
     tune.add_argument(
         "--selector", help='label matchers, e.g. job="my-agent" (default: from the config: alerts.selector)'
     )
     tune.add_argument("--margin", type=_ratio, default=0.25, help="safety margin added to observed use")
     tune.add_argument(
         "--token-budget",
-        type=int,
+        type=_positive_int,
         help="tokens you can spend per session, taken as max_total_tokens (default: from the data)",
     )
     tune.set_defaults(func=_cmd_tune)
@@ -417,10 +418,10 @@ def _add_operator_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParse
     report.add_argument("--window", default="1h", help="length of the window (Prometheus duration)")
     report.add_argument(
         "--start",
-        type=float,
+        type=_unix_time,
         help="start, Unix seconds, e.g. of a finished batch run (default: end - window)",
     )
-    report.add_argument("--end", type=float, help="end, Unix seconds (default: now)")
+    report.add_argument("--end", type=_unix_time, help="end, Unix seconds (default: now)")
     report.add_argument("--title", default="Subagent report", help="report title")
     report.set_defaults(func=_cmd_report)
 
@@ -450,6 +451,43 @@ def _label(text: str) -> tuple[str, str]:
         msg = f"{text!r} is not KEY=VALUE (e.g. release=kube-prometheus-stack)"
         raise argparse.ArgumentTypeError(msg)
     return key, value
+
+
+def _seconds(text: str) -> float:
+    """A duration option: a finite number of seconds > 0."""
+    value = _number(text)
+    if not 0 < value < math.inf:
+        msg = f"{text} is not a number of seconds > 0 (e.g. 2 or 0.5)"
+        raise argparse.ArgumentTypeError(msg)
+    return value
+
+
+def _unix_time(text: str) -> float:
+    """A time option: finite Unix seconds."""
+    value = _number(text)
+    if not -math.inf < value < math.inf:
+        msg = f"{text} is not a time in Unix seconds (e.g. 1767225600 or $(date +%s))"
+        raise argparse.ArgumentTypeError(msg)
+    return value
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        msg = f"{text} is not a whole number >= 1"
+        raise argparse.ArgumentTypeError(msg)
+    return value
+
+
+def _number(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        msg = f"{text!r} is not a number"
+        raise argparse.ArgumentTypeError(msg) from None
 
 
 def _ratio(text: str) -> float:
