@@ -583,6 +583,17 @@ class SlowExecutionsRule(AlertRule):
     )
 
 
+class CostBudgetBurnRule(AlertRule):
+    for_: PromSeconds = Field("5m", alias="for", description="How long the condition must hold.")
+    threshold: float = Field(
+        3600.0,
+        ge=60,
+        le=30 * 86400,
+        description="Horizon (s): fires when the spend rate over rate_window would exhaust the money "
+        "budget (agent.subagent.max_total_cost) within this many seconds.",
+    )
+
+
 class QuotaRejectionsRule(AlertRule):
     for_: PromSeconds = Field("1m", alias="for", description="How long the condition must hold.")
     threshold: float = Field(
@@ -603,6 +614,7 @@ ALERT_KEYS = (
     "slow_executions",
     "quota_rejections",
     "metrics_absent",
+    "cost_budget_burn",
 )
 
 
@@ -679,6 +691,7 @@ class AlertsConfig(_Model):
     slow_executions: SlowExecutionsRule = SlowExecutionsRule()
     quota_rejections: QuotaRejectionsRule = QuotaRejectionsRule()
     metrics_absent: MetricsAbsentRule = MetricsAbsentRule()
+    cost_budget_burn: CostBudgetBurnRule = CostBudgetBurnRule()
     prometheus_rule: PrometheusRuleMeta = PrometheusRuleMeta()
     mimir_namespace: str = Field("subagent-telemetry", description="Namespace of the Mimir/Cortex rule file.")
 

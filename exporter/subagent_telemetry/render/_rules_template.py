@@ -25,6 +25,7 @@ ALERT_NAMES: dict[str, str] = {
     "slow_executions": "SubagentSlowExecutions",
     "quota_rejections": "SubagentQuotaRejections",
     "metrics_absent": "SubagentMetricsAbsent",
+    "cost_budget_burn": "SubagentCostBudgetBurn",
 }
 RECORDING_GROUP = "subagent-telemetry-recording"
 ALERTING_GROUP = "subagent-telemetry-alerts"

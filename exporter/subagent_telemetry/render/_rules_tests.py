@@ -495,12 +495,54 @@ class _Rejections(_Spec):
         ]
 
 
+class _CostBurn(_Spec):
+    """Levels are money spent per step. What is left of the budget stays at ``threshold`` (so the
+    alert fires once the spend rate passes 1 per second) and the shown value is the seconds left."""
+
+    def levels(self, s: _Setup, threshold: float) -> tuple[float, float]:
+        return s.step + 1, s.step - 1
+
+    def onset(self, s: _Setup, threshold: float, level: float) -> int:
+        return next(j for j in range(1, s.window) if self.shown(s, level, j) < threshold)
+
+    def shown(self, s: _Setup, level: float, elapsed: int) -> float:
+        # Until the window is full of spending, rate() extrapolates the first steps over the window.
+        full = s.window - 1
+        rate = level * min(elapsed, full) / full / s.step
+        return s.config.alerts.cost_budget_burn.threshold / rate if rate else math.inf
+
+    def labels(self, s: _Setup) -> dict[str, str]:
+        return {"session": s.config.quota.session, **({} if s.fleet else s.instance)}
+
+    def ambiguous(self, value: float) -> bool:
+        # humanizeDuration truncates to whole seconds from 60 s: stay clear of integer boundaries.
+        return abs(value - round(value)) < 1e-6
+
+    def series(self, s: _Setup, level: float, w: _Window) -> list[dict[str, str]]:
+        spend = [level if w.cause_inc(m) else 0 for m in w.minutes]
+        horizon = s.config.alerts.cost_budget_burn.threshold
+        session = s.config.quota.session
+        return [
+            s.series("subagent_cost_total", _counter(spend, HISTORY // 100, w.glitch), depth="1"),
+            s.series(
+                "subagent_quota_limit",
+                _gauge([2 * horizon for _ in w.minutes]),
+                resource="cost",
+                session=session,
+            ),
+            s.series(
+                "subagent_quota_used", _gauge([horizon for _ in w.minutes]), resource="cost", session=session
+            ),
+        ]
+
+
 _SPECS: dict[str, _Spec] = {
     "high_error_rate": _ErrorRate(),
     "quota_nearly_exhausted": _Quota(),
     "active_over_max_concurrency": _Concurrency(),
     "slow_executions": _Slow(),
     "quota_rejections": _Rejections(),
+    "cost_budget_burn": _CostBurn(),
 }
 
 
@@ -683,6 +725,15 @@ def _system(s: _Setup, end: int, *, fresh: bool) -> list[dict[str, str]]:
         s.series(
             "subagent_quota_limit", _gauge([TRAFFIC for _ in minutes]), resource="tokens", session=session
         ),
+        # Money: a budget with some spent, no spending now (idle) or none yet (fresh).
+        s.series("subagent_cost_total", _counter([0 for _ in minutes], 0 if fresh else 7), depth="1"),
+        s.series(
+            "subagent_quota_used",
+            _gauge([0 if fresh else 1 for _ in minutes]),
+            resource="cost",
+            session=session,
+        ),
+        s.series("subagent_quota_limit", _gauge([5 for _ in minutes]), resource="cost", session=session),
     ]
     for bound in (*map(_le, DURATION_BUCKETS), "+Inf"):
         # The idle system's history was all slow (+Inf): with no traffic now, p95 must not fire.
