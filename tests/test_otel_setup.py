@@ -16,7 +16,9 @@ pytest.importorskip("opentelemetry.sdk")
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExporter, SpanExportResult
+from prometheus_client import CollectorRegistry
 
+from subagent_telemetry import ConfigError, SubagentTelemetry
 from subagent_telemetry._config import Config
 from subagent_telemetry.backends._otel_setup import (
     OwnedProviders,
@@ -97,6 +99,32 @@ class TestResource:
         monkeypatch.setenv("OTEL_SERVICE_NAME", "from-env")
         config = Config.model_validate({"telemetry": {"service_name": "from-config"}})
         assert build_resource(config).attributes["service.name"] == "from-config"
+
+
+class TestEnvironmentRefused:
+    @pytest.mark.parametrize(
+        ("variable", "value"),
+        [
+            ("OTEL_BSP_MAX_QUEUE_SIZE", "-1"),
+            ("OTEL_BSP_SCHEDULE_DELAY", "-5"),
+            ("OTEL_METRIC_EXPORT_INTERVAL", "0"),
+        ],
+    )
+    def test_a_value_the_sdk_refuses_is_a_config_error_naming_the_variable(
+        self, monkeypatch: pytest.MonkeyPatch, variable: str, value: str
+    ) -> None:
+        """SubagentTelemetry raises one ConfigError naming the OTEL_* variable and its value, not the SDK's
+        bare ValueError; a header variable's value (credentials) is never shown."""
+        monkeypatch.setenv(variable, value)
+        monkeypatch.setenv("OTEL_EXPORTER_OTLP_HEADERS", "authorization=Bearer secret-token")
+        config = Config.model_validate(
+            {"telemetry": {"otlp": {"enabled": True, "endpoint": "http://127.0.0.1:9"}}}
+        )
+        with pytest.raises(ConfigError) as refused:
+            SubagentTelemetry(config, registry=CollectorRegistry())
+        message = str(refused.value)
+        assert f"{variable}='{value}'" in message
+        assert "secret-token" not in message
 
 
 class _HangingExporter(SpanExporter):

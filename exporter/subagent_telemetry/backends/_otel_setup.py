@@ -27,6 +27,8 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 
 from .._config import Config, OtlpConfig
+from .._config_yaml import shown
+from .._errors import ConfigError
 
 _GRPC = "grpc"
 _HTTP = "http/protobuf"
@@ -207,10 +209,32 @@ class _OwnProcessSpans(SpanExporter):
 
 
 def build_providers(config: Config, *, metrics: bool, traces: bool) -> OwnedProviders:
-    """SDK providers exporting over OTLP; the SDK's own exit hooks are off (ours is bounded)."""
+    """SDK providers exporting over OTLP; the SDK's own exit hooks are off (ours is bounded).
+
+    The SDK also reads ``OTEL_*`` environment variables and raises a bare ``ValueError`` for values it
+    refuses (``OTEL_BSP_MAX_QUEUE_SIZE=-1``): that is a ``ConfigError`` naming the variables set.
+    """
+    owned = OwnedProviders()
+    try:
+        _build(config, owned, metrics=metrics, traces=traces)
+    except ValueError as err:
+        owned.shutdown(1.0)  # Whatever was built before the refusal never exports.
+        settings = ", ".join(
+            f"{k}={'<hidden>' if 'HEADERS' in k else shown(v)}"  # Headers carry credentials.
+            for k, v in sorted(os.environ.items())
+            if k.startswith("OTEL_")
+        )
+        msg = (
+            f"telemetry.otlp: the OpenTelemetry SDK refused its settings ({err}); besides the config it "
+            f"reads these environment variables: {settings or 'none set'}. Fix or unset the one named."
+        )
+        raise ConfigError(msg) from None
+    return owned
+
+
+def _build(config: Config, owned: OwnedProviders, *, metrics: bool, traces: bool) -> None:
     otlp = config.telemetry.otlp
     resource = build_resource(config)
-    owned = OwnedProviders()
     if metrics:
         reader = PeriodicExportingMetricReader(
             _OwnProcessMetrics(metric_exporter(otlp)),
@@ -227,4 +251,3 @@ def build_providers(config: Config, *, metrics: bool, traces: bool) -> OwnedProv
                 _OwnProcessSpans(span_exporter(otlp)), export_timeout_millis=otlp.timeout_seconds * 1000
             )
         )
-    return owned
