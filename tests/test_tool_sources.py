@@ -79,12 +79,14 @@ class TestParse:
 
 
 @contextmanager
-def answering(write: Callable[[http.server.BaseHTTPRequestHandler], None]) -> Iterator[str]:
+def answering(
+    write: Callable[[http.server.BaseHTTPRequestHandler], None], status: int = 200
+) -> Iterator[str]:
     """A real HTTP server on a free loopback port whose every GET is answered by ``write``."""
 
     class Handler(http.server.BaseHTTPRequestHandler):
         def do_GET(self) -> None:
-            self.send_response(200)
+            self.send_response(status)
             self.end_headers()
             with contextlib.suppress(OSError):  # The client gave up: what the tests want.
                 write(self)
@@ -162,6 +164,26 @@ class TestHostileSources:
         )
         with answering(body(answer)) as url, pytest.raises(SourceError, match="malformed"):
             PrometheusAPI(url, timeout_seconds=5).histogram("sum by (le) (x_bucket)")
+
+    def test_a_refused_query_shows_prometheus_own_error(self) -> None:
+        """An HTTP 400 from the query API names what Prometheus found wrong (e.g. a bad --selector)."""
+        answer = b'{"status":"error","errorType":"bad_data","error":"1:50: parse error: unexpected }"}'
+        with answering(body(answer), status=400) as url, pytest.raises(SourceError) as refused:
+            PrometheusAPI(url, timeout_seconds=5).query("up")
+        assert "HTTP 400 Bad Request: 1:50: parse error: unexpected }" in str(refused.value)
+
+    def test_report_into_a_path_that_is_a_file_prints_one_error(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """report --out naming a file exits 1 with one line naming --out, not a NotADirectoryError."""
+        taken = tmp_path / "taken"
+        taken.write_text("")
+        empty = b'{"status":"success","data":{"resultType":"vector","result":[]}}'
+        with answering(body(empty)) as url:
+            assert cli.main(["report", url, "--out", str(taken)]) == 1
+        err = capsys.readouterr().err
+        assert f"cannot write the report under --out {taken}" in err
+        assert "Traceback" not in err
 
     @pytest.mark.parametrize("command", [["tune"], ["report", "--out", "{tmp}"]])
     def test_tune_and_report_against_a_non_prometheus_json_answer_print_one_error(

@@ -390,11 +390,15 @@ def run_report(options: ReportOptions) -> int:
         return 1
     made = charts(data)
     folder = options.out / "charts"
-    folder.mkdir(parents=True, exist_ok=True)
-    for chart in made:
-        (folder / f"{chart.name}.png").write_bytes(chart.png)
     source = f"{options.url} {{{options.config.alerts.selector}}}"
     index = options.out / "index.html"
-    index.write_text(render_html(options.title, source, data, made), encoding="utf-8")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        for chart in made:
+            (folder / f"{chart.name}.png").write_bytes(chart.png)
+        index.write_text(render_html(options.title, source, data, made), encoding="utf-8")
+    except OSError as err:
+        print(f"error: cannot write the report under --out {options.out}: {err}", file=sys.stderr)
+        return 1
     print(index)
     return 0

@@ -56,12 +56,22 @@ def http_get(url: str, timeout_seconds: float, max_bytes: int = MAX_BODY_BYTES) 
                     raise SourceError(msg)
             return b"".join(chunks)
     except urllib.error.HTTPError as err:
-        msg = f"GET {url}: HTTP {err.code} {err.reason}"
+        msg = f"GET {url}: HTTP {err.code} {err.reason}{_api_error(err)}"
         raise SourceError(msg) from None
     except (OSError, ValueError, http.client.HTTPException) as err:  # URLError, timeouts are OSErrors.
         reason = getattr(err, "reason", err)
         msg = f"GET {url}: {reason}"
         raise SourceError(msg) from None
+
+
+def _api_error(err: urllib.error.HTTPError) -> str:
+    """``: <error>`` from a Prometheus API error body (a bad query says where it fails); else ""."""
+    try:
+        payload = json.loads(err.read(_CHUNK_BYTES))
+    except (OSError, ValueError, http.client.HTTPException):
+        return ""
+    detail = payload.get("error") if isinstance(payload, dict) else None
+    return f": {str(detail)[:500]}" if detail else ""
 
 
 @dataclass(frozen=True)
