@@ -185,6 +185,21 @@ class TestHostileSources:
         assert f"cannot write the report under --out {taken}" in err
         assert "Traceback" not in err
 
+    def test_top_shows_hostile_label_values_as_plain_text(self, capsys: pytest.CaptureFixture[str]) -> None:
+        """An agent label holding rich markup ("tool[/v2]", a valid name) or terminal escapes (any target
+        can expose one) is printed as text: no MarkupError, no escape sequence reaching the terminal."""
+        exposition = (
+            "# TYPE subagent_executions_total counter\n"
+            'subagent_executions_total{depth="1",agent="tool[/v2]"} 5\n'
+            'subagent_executions_total{depth="1",agent="\x1b]0;PWNED\x07\x1b[2Jx"} 3\n'
+        )
+        with answering(body(exposition.encode())) as url:
+            assert cli.main(["top", f"{url}/metrics", "--once"]) == 0
+        out = capsys.readouterr().out
+        assert "tool[/v2]" in out
+        assert "\x1b]0;" not in out
+        assert "\x1b[2J" not in out
+
     @pytest.mark.parametrize("command", [["tune"], ["report", "--out", "{tmp}"]])
     def test_tune_and_report_against_a_non_prometheus_json_answer_print_one_error(
         self, command: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]

@@ -22,6 +22,7 @@ from typing import Any
 from prometheus_client.parser import text_string_to_metric_families
 
 from .. import _catalog as cat
+from .._text import clean_name, is_clean_name
 
 Labels = Mapping[str, str]
 Series = list[tuple[dict[str, str], float]]
@@ -149,7 +150,7 @@ def parse_metrics_text(text: str, at_unix_seconds: float | None = None) -> Readi
         for family in text_string_to_metric_families(text):
             for sample in family.samples:
                 if sample.name in known:
-                    series.setdefault(sample.name, []).append((dict(sample.labels), float(sample.value)))
+                    series.setdefault(sample.name, []).append((_labels(sample.labels), float(sample.value)))
     except ValueError as err:
         msg = f"not a Prometheus text exposition: {err}"
         raise SourceError(msg) from None
@@ -271,6 +272,8 @@ class PrometheusAPI:
 
 
 def _labels(metric: object) -> dict[str, str]:
+    """Labels as read from a source, every value a safe name: a terminal escape or a control character
+    in a label (any target can expose one) is shown as U+FFFD, never sent to the operator's terminal."""
     if not isinstance(metric, dict):
         raise TypeError(metric)
-    return {str(k): str(v) for k, v in metric.items()}
+    return {str(k): v if is_clean_name(v) else clean_name(v) for k, v in metric.items()}

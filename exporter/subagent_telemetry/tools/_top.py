@@ -402,7 +402,7 @@ def _depth_table(view: View) -> Table:
     )
     for row in [*view.depths, view.total]:
         table.add_row(
-            row.depth,
+            Text(row.depth),  # Label values are text, never rich markup ("agent[/v2]" is a valid name).
             _num(row.executions),
             _num(row.rate_per_second, 2),
             _num(row.complete),
@@ -453,7 +453,7 @@ def _quota_table(view: View, warn: float) -> Table:
     for q in view.quotas:
         share = q.used / q.limit if q.limit else None
         table.add_row(
-            q.resource,
+            Text(q.resource),
             _amount(q.used),
             _amount(q.limit),
             _bar(q.used, q.limit, width=14, warn=warn),
@@ -489,7 +489,7 @@ def _agents_table(view: View, rows: int) -> Table | None:
         return None
     table = _table("Top agents", ("agent", "executions", "errors", "exec/s"), left=("agent",))
     for row in view.agents[:rows]:
-        table.add_row(row.name, _num(row.executions), _num(row.errors), _num(row.rate_per_second, 2))
+        table.add_row(Text(row.name), _num(row.executions), _num(row.errors), _num(row.rate_per_second, 2))
     return table
 
 
@@ -499,7 +499,7 @@ def _alerts(view: View) -> RenderableType:
     if not view.alerts:
         return Text("alerts: none firing", style="green")
     names = sorted({a.get("alertname", "?") for a in view.alerts})
-    return Text("FIRING: " + ", ".join(names), style="bold red")
+    return Text("FIRING: " + ", ".join(names), style="bold red")  # Text: never parsed as markup.
 
 
 def render(
