@@ -19,7 +19,13 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from prometheus_client import CollectorRegistry
 
-from subagent_telemetry import Config, CostLimitExceeded, QuotaExceeded, SubagentTelemetry
+from subagent_telemetry import (
+    Config,
+    CostLimitExceeded,
+    QuotaExceeded,
+    SubagentTelemetry,
+    TokenLimitExceeded,
+)
 
 NANO = 10**9
 
@@ -144,6 +150,17 @@ class TestUnpriced:
         ):
             run.record_response(100, 50, model="house-model-7")
         assert registry.get_sample_value("subagent_quota_rejections_total", {"resource": "cost"}) == 1
+
+    def test_refused_unpriced_usage_still_charges_its_tokens_to_the_session(self, make: Any) -> None:
+        """The refused response's tokens were spent: they reach the session total, so the token budget
+        stays enforced for an agent that catches the refusal and goes on."""
+        tel, _ = make(_config({"max_total_cost": 5, "max_total_tokens": 1_000}, {"unpriced": "refuse"}))
+        with tel.execution("a") as run:
+            with pytest.raises(CostLimitExceeded):
+                run.record_tokens(600, 0, model="house-model-7")
+            assert tel.tracker.get_usage().total_tokens == 600
+            with pytest.raises(TokenLimitExceeded):
+                run.record_tokens(600, 0)
 
     def test_unpriced_usage_is_allowed_without_a_money_budget(self, make: Any) -> None:
         """refuse only applies when max_total_cost is set: nothing to protect otherwise."""

@@ -257,6 +257,8 @@ class Execution:
                 cache_write=cache_write,
                 reasoning=reasoning,
             )
+            if cost_nanos < 0:
+                self._refuse_unpriced(tokens)
         try:
             self._tel.tracker.record_execution(tokens, self._lease, cost_nanos)
         except TokenLimitExceeded:
@@ -414,21 +416,15 @@ class Execution:
         reasoning: object,
     ) -> int:
         """Price one response of ``self.model``: add its exact cost and return the nano-units to
-        charge (the execution keeps the sub-nano remainder, so nothing is lost between responses)."""
+        charge (the execution keeps the sub-nano remainder, so nothing is lost between responses);
+        ``-1`` when it has no price and ``cost.unpriced`` is ``refuse``."""
         tel = self._tel
         rates = tel._prices.rates(self.model, self.provider)  # type: ignore[arg-type]
         if rates is not None:
             self._flat = _flat_rates(rates)  # The next plain responses take the inlined path.
         if rates is None or total is not None:  # No price, or no input/output split to price.
             self.unpriced_tokens += tokens
-            if tel._refuse_unpriced:
-                tel._recorder.quota_stopped(self, Resource.COST)
-                limits = tel.tracker.limits
-                used = Decimal(tel.tracker.get_usage().cost_nanos).scaleb(-9).normalize()
-                raise CostLimitExceeded(
-                    used, limits.max_total_cost or Decimal(0), currency=limits.currency, model=self.model
-                )
-            return 0
+            return -1 if tel._refuse_unpriced else 0
         if type(input) is not int or type(output) is not int:  # Validated counts such as 100.0.
             input, output = token_count(input), token_count(output)
         if cache_read or cache_write or reasoning:
@@ -444,6 +440,22 @@ class Execution:
         nanos, self._atto_rest = divmod(atto, _ATTO_PER_NANO)
         self.cost_nanos += nanos
         return nanos
+
+    def _refuse_unpriced(self, tokens: int) -> NoReturn:
+        """``cost.unpriced: refuse``: the response's tokens were spent, so they are charged to the
+        session (its token budget stays enforced), then the response is refused."""
+        tel = self._tel
+        try:
+            tel.tracker.record_execution(tokens, self._lease)
+        except TokenLimitExceeded:
+            tel._recorder.quota_stopped(self, Resource.TOKENS)
+            raise
+        tel._recorder.quota_stopped(self, Resource.COST)
+        limits = tel.tracker.limits
+        used = Decimal(tel.tracker.get_usage().cost_nanos).scaleb(-9).normalize()
+        raise CostLimitExceeded(
+            used, limits.max_total_cost or Decimal(0), currency=limits.currency, model=self.model
+        )
 
     def _add_checked(
         self, input: object, output: object, total: object, model: object, provider: object
