@@ -65,6 +65,7 @@ DEMO_CONFIG: dict[str, Any] = {
             "max_executions": 80,
             "max_total_tokens": 150_000,
             "max_total_time": 30,
+            "max_total_cost": 0.5,  # The demo's model mix spends this within seconds too.
             "max_concurrency": 4,
             # Demo outputs are up to ~2.8 kB, so some get truncated.
             "output_max_size": 1024,
@@ -76,6 +77,7 @@ LIMITS = {
     "executions": 80.0,
     "tokens": 150_000.0,
     "time_seconds": 30.0,
+    "cost": 0.5,
 }
 
 

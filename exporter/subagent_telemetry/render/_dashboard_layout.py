@@ -315,6 +315,7 @@ def quotas(config: Config) -> dashboard.Dashboard:
     steps = [(limit, ORANGE), (1.0, RED)]
     who = ("resource", "session")
     time_unit = [(".*time_seconds.*", kit.unit_override("s"))]
+    money = _money_unit(config.cost.currency)
 
     def usage(resource: str, title: str, unit: str) -> timeseries_b.Panel:
         match = f'resource="{resource}"'
@@ -340,8 +341,8 @@ def quotas(config: Config) -> dashboard.Dashboard:
         config,
         "quotas",
         "Quotas",
-        "Session budgets (executions, tokens, wall-clock time): usage against the limits, what is "
-        "left, refusals and when the budget runs out at the current pace.",
+        "Session budgets (executions, tokens, wall-clock time, money): usage against the limits, what "
+        "is left, spend, refusals and when the budget runs out at the current pace.",
     )
     return (
         board.with_row(kit.row("Budget"))
@@ -372,7 +373,7 @@ def quotas(config: Config) -> dashboard.Dashboard:
             kit.stat(
                 "Configured limits",
                 "The session budgets as configured (agent.subagent.max_executions, max_total_tokens, "
-                "max_total_time); unlimited resources are not shown.",
+                "max_total_time, max_total_cost); unlimited resources are not shown.",
                 "short",
                 [Target(q.quota_limit(), kit.legend(*who))],
                 width=6,
@@ -383,6 +384,37 @@ def quotas(config: Config) -> dashboard.Dashboard:
         .with_panel(usage("executions", "Executions used vs limit", "short"))
         .with_panel(usage("tokens", "Tokens used vs limit", "short"))
         .with_panel(usage("time_seconds", "Wall-clock time used vs limit", "s"))
+        .with_row(kit.row("Cost"))
+        .with_panel(usage("cost", f"Money used vs limit ({config.cost.currency})", money))
+        .with_panel(
+            kit.timeseries(
+                "Spend over time",
+                f"Money spent per hour ({config.cost.currency}) on priced model responses, counted as "
+                "executions finish" + (", by model." if q.model_by else "."),
+                money,
+                [Target(q.spend_per_hour(), kit.legend(*q.keep, *q.model_by))],
+                stacked=True,
+                width=8,
+            )
+        )
+        .with_panel(
+            kit.timeseries(
+                "Cost per execution by depth",
+                "Money per finished execution that recorded a model response, by depth"
+                + (" and model" if q.model_by else "")
+                + ": mean (solid) and p95 (dashed). Buckets from a tenth of a cent to $50.",
+                money,
+                [
+                    Target(q.cost_per_execution_average(), kit.legend("depth", *q.model_by, suffix="mean")),
+                    Target(
+                        q.cost_per_execution_quantile(0.95), kit.legend("depth", *q.model_by, suffix="p95")
+                    ),
+                ],
+                overrides=[(".* p95$", kit.series_style(ORANGE, dashed=True))],
+                width=8,
+            )
+        )
+        .with_panel(_cost_extra_panels(config, q, money))
         .with_row(kit.row("Refusals and exhaustion"))
         .with_panel(
             kit.timeseries(
@@ -404,6 +436,39 @@ def quotas(config: Config) -> dashboard.Dashboard:
             )
         )
         .build()
+    )
+
+
+def _money_unit(currency: str) -> str:
+    """Grafana's unit for the configured currency (a plain number when Grafana has none)."""
+    return f"currency{currency}" if currency in _GRAFANA_CURRENCIES else "short"
+
+
+#: Currencies Grafana has a unit for (``currency<CODE>``).
+_GRAFANA_CURRENCIES = frozenset(
+    {"USD", "GBP", "EUR", "JPY", "RUB", "UAH", "BRL", "DKK", "ISK", "NOK", "SEK", "CZK", "CHF", "PLN",
+     "BTC", "ZAR", "INR", "KRW", "IDR", "PHP", "VND"}
+)  # fmt: skip
+
+
+def _cost_extra_panels(config: Config, q: DashboardQueries, money: str) -> timeseries_b.Panel:
+    """Top spenders by agent when the agent label is on; otherwise the unpriced tokens."""
+    if config.telemetry.agent_label.enabled:
+        return kit.timeseries(
+            "Top spenders by agent",
+            "The five agents (telemetry.agent_label) spending most per hour on priced model responses.",
+            money,
+            [Target(q.top_spenders(), kit.legend(*q.keep, "agent"))],
+            width=8,
+        )
+    return kit.timeseries(
+        "Unpriced tokens",
+        "Tokens per second of model responses with no known price (counted at no cost): add their "
+        "prices under cost.prices. Turn on telemetry.agent_label to see the top spenders by agent here.",
+        "short",
+        [Target(q.unpriced_tokens(), kit.legend(*q.keep, *q.model_by))],
+        stacked=True,
+        width=8,
     )
 
 

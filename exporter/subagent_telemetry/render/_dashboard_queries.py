@@ -17,17 +17,22 @@ from dataclasses import dataclass
 
 from .._catalog import (
     ACTIVE,
+    AGENT_LABEL,
     COMPLETIONS,
+    COST,
+    COST_TOTAL,
     DURATION,
     ERRORS,
     EXECUTIONS,
     MAX_CONCURRENCY,
+    MODEL_LABEL,
     OUTPUT_TRUNCATIONS,
     QUOTA_LIMIT,
     QUOTA_REJECTIONS,
     QUOTA_USED,
     TOKENS,
     TURNS,
+    UNPRICED_TOKENS,
     MetricSpec,
 )
 from .._config import Config
@@ -176,3 +181,31 @@ class DashboardQueries:
         """
         slope = f"max {by_clause(self.quota_keep)} (deriv({QUOTA_USED.name}{self.sel()}[{RATE_INTERVAL}]))"
         return f"{self.quota_remaining()} / ({slope} > 0)"
+
+    # -- Cost --------------------------------------------------------------------------------------
+
+    @property
+    def model_by(self) -> tuple[str, ...]:
+        """The ``model`` label when ``telemetry.model_label`` puts it on the money metrics."""
+        return (MODEL_LABEL,) if self.config.telemetry.model_label.enabled else ()
+
+    def spend_per_hour(self) -> str:
+        """Money spent per hour (the rate of ``subagent_cost_total`` x 3600), by model when labelled."""
+        return f"3600 * {self.rate(COST_TOTAL, self.model_by)}"
+
+    def cost_per_execution_quantile(self, q: float) -> str:
+        return self.quantile(q, COST, ("depth", *self.model_by))
+
+    def cost_per_execution_average(self) -> str:
+        """Mean money per execution by depth; no value while no model response finishes."""
+        by = ("depth", *self.model_by)
+        spent = self.rate(COST, by, series="_sum")
+        count = self.rate(COST, by, series="_count")
+        return f"{spent} / ({count} > 0)"
+
+    def top_spenders(self, count: int = 5) -> str:
+        """The agents spending most per hour (needs ``telemetry.agent_label``)."""
+        return f"topk({count}, 3600 * {self.rate(COST_TOTAL, (AGENT_LABEL,))})"
+
+    def unpriced_tokens(self) -> str:
+        return self.rate(UNPRICED_TOKENS, self.model_by)

@@ -19,6 +19,15 @@ from .._execution import Execution
 from .._telemetry import SubagentTelemetry
 
 AGENT_NAMES = ("planner", "researcher", "coder", "reviewer", "summarizer")
+#: The model (and provider) each demo agent calls: a small mix of prices, so cost shows on day one.
+#: ``demo-local-llm`` has no price (a self-hosted model): its tokens show as unpriced.
+MODELS: dict[str, tuple[str, str | None]] = {
+    "planner": ("claude-sonnet-4-5", "anthropic"),
+    "researcher": ("gpt-4o-mini", "openai"),
+    "coder": ("gpt-4o", "openai"),
+    "reviewer": ("gemini-2.5-flash", "google"),
+    "summarizer": ("demo-local-llm", None),
+}
 
 
 class SimulatedError(RuntimeError):
@@ -87,8 +96,14 @@ class Demo:
         for _ in range(turns):
             run.record_turn()  # May raise TurnLimitExceeded → recorded as status="incomplete".
             await asyncio.sleep(rng.uniform(0.2, 3.0) * opts.time_scale)
+            model, provider = MODELS.get(run.name, MODELS["coder"])
+            tokens_in = int(rng.lognormvariate(6.5, 0.8))
             run.record_tokens(
-                input=int(rng.lognormvariate(6.5, 0.8)), output=int(rng.lognormvariate(5.0, 0.7))
+                input=tokens_in,
+                output=int(rng.lognormvariate(5.0, 0.7)),
+                model=model,
+                provider=provider,
+                cache_read=tokens_in // 2 if rng.random() < 0.3 else 0,  # Some prompts hit the cache.
             )
         if fanout and run.depth < 3:
             for _ in range(rng.randint(0, fanout)):  # Delegations one after another, as most agents do.
@@ -143,7 +158,12 @@ class Demo:
 
     def _budget_spent(self) -> bool:
         tracker = self.tel.tracker
-        return 0 in (tracker.remaining_executions(), tracker.remaining_tokens(), tracker.remaining_time())
+        return 0 in (
+            tracker.remaining_executions(),
+            tracker.remaining_tokens(),
+            tracker.remaining_time(),
+            tracker.remaining_cost(),
+        )
 
     def _summary(self) -> None:
         s, usage = self.stats, self.tel.tracker.get_usage()
