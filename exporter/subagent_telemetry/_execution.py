@@ -196,7 +196,7 @@ class Execution:
             raise TurnLimitExceeded(self.turns + 1, self.max_turns)
         self.turns += 1
 
-    def record_tokens(
+    def record_tokens(  # noqa: PLR0912 - the priced response is inlined on purpose (docs/benchmarks.md)
         self,
         input: int = 0,
         output: int = 0,
@@ -243,7 +243,26 @@ class Execution:
             # The common priced response, inlined: flat rates, exact integers.
             cost_nanos = input * flat[0] + output * flat[1] + flat[2]
             if cache_read or cache_write or reasoning:
-                cost_nanos += self._parts_cost(flat, input, output, cache_read, cache_write, reasoning)
+                if (
+                    type(cache_read) is int
+                    and type(cache_write) is int
+                    and type(reasoning) is int
+                    and cache_read >= 0
+                    and cache_write >= 0
+                    and cache_read + cache_write <= input
+                    and 0 <= reasoning <= output
+                ):  # Whole parts within their totals (the common case), inlined.
+                    if cache_read:
+                        self.cache_read_tokens += cache_read
+                        cost_nanos += cache_read * flat[4]
+                    if cache_write:
+                        self.cache_write_tokens += cache_write
+                        cost_nanos += cache_write * flat[5]
+                    if reasoning:
+                        self.reasoning_tokens += reasoning
+                        cost_nanos += reasoning * flat[6]
+                else:
+                    cost_nanos += self._parts_cost(flat, input, output, cache_read, cache_write, reasoning)
             if flat[3]:  # Rates finer than a nano-unit: carry the remainder to the next response.
                 cost_nanos, self._atto_rest = divmod(self._atto_rest + cost_nanos, _ATTO_PER_NANO)
             self.cost_nanos += cost_nanos
