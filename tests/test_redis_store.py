@@ -164,6 +164,22 @@ class TestScripts:
         with _tel(config).execution("a"):
             pass
 
+    @pytest.mark.parametrize("policy", ["allow", "deny"])
+    def test_an_unreachable_cluster_does_not_stop_startup(self, policy: str) -> None:
+        """A cluster with no node answering at startup is an outage like any other: the process starts
+        and the failure policy decides (RedisCluster's RedisClusterException used to escape the
+        constructor, then any call)."""
+        config = _config(
+            f"redis+cluster://127.0.0.1:{free_port()}", "cluster-down", {"failure_policy": policy}
+        )
+        tel = _tel(config)
+        if policy == "allow":
+            with tel.execution("a") as run:
+                run.record_tokens(1, 1)
+        else:
+            with pytest.raises(QuotaStoreUnavailable), tel.execution("a"):
+                pass
+
     def test_validate_store_checks_a_config_against_the_live_store(
         self, server: RunningServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
     ) -> None:

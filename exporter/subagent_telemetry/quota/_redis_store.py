@@ -25,13 +25,14 @@ on the network; ``record_tokens()`` inside a running loop settles in a task of t
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import logging
 import os
 import threading
 import urllib.parse
 import weakref
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from decimal import Decimal
 from importlib import resources
 from typing import TYPE_CHECKING, Any
@@ -41,7 +42,7 @@ import redis.asyncio
 from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
 from redis.backoff import ExponentialBackoff
 from redis.cluster import RedisCluster
-from redis.exceptions import ClusterDownError, NoScriptError, ReadOnlyError
+from redis.exceptions import ClusterDownError, NoScriptError, ReadOnlyError, RedisClusterException
 from redis.retry import Retry
 
 from .._errors import (
@@ -63,11 +64,13 @@ _log = logging.getLogger("subagent_telemetry")
 
 #: Errors that mean "the store is unreachable" (after redis-py's own retries): the failure policy decides.
 #: ``ReadOnlyError``: a demoted primary still answering after a failover.
+#: ``RedisClusterException``: no node of a cluster answers ("Redis Cluster cannot be connected").
 UNAVAILABLE: tuple[type[Exception], ...] = (
     redis.ConnectionError,
     redis.TimeoutError,
     ClusterDownError,
     ReadOnlyError,
+    RedisClusterException,
 )
 #: Sessions whose budget sees no write for this long expire when max_total_time is unlimited.
 IDLE_TTL_SECONDS = 7 * 24 * 3600
@@ -153,9 +156,39 @@ def connect(url: str) -> Any:
     retry = Retry(ExponentialBackoff(cap=0.05, base=0.005), 2)
     if scheme in _CLUSTER_SCHEMES:
         plain = _CLUSTER_SCHEMES[scheme] + url[len(scheme) :]
-        return RedisCluster.from_url(plain, retry=retry, **kwargs)
+        lazy = _LazyCluster(lambda: RedisCluster.from_url(plain, retry=retry, **kwargs))
+        with contextlib.suppress(*UNAVAILABLE):
+            lazy.connect()  # Mapped now when reachable; else at first use, by the failure policy.
+        return lazy
     errors = [redis.ConnectionError, redis.TimeoutError]
     return redis.Redis.from_url(url, retry=retry, retry_on_error=errors, **kwargs)
+
+
+class _LazyCluster:
+    """A sync cluster client made on first use. ``RedisCluster`` maps the cluster in its constructor,
+    so a cluster unreachable when the process starts would stop it there instead of letting
+    ``quota.failure_policy`` decide, as every later outage does; until a node answers, each use raises
+    ``redis.ConnectionError`` (an outage) and the next one tries again."""
+
+    def __init__(self, make: Callable[[], RedisCluster]) -> None:
+        self._make = make
+        self._client: RedisCluster | None = None
+        self._lock = threading.Lock()
+
+    def connect(self) -> RedisCluster:
+        client = self._client
+        if client is None:
+            with self._lock:
+                if self._client is None:
+                    try:
+                        self._client = self._make()
+                    except RedisClusterException as error:
+                        raise redis.ConnectionError(str(error)) from error
+                client = self._client
+        return client
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.connect(), name)
 
 
 def connect_async(url: str) -> Any:
