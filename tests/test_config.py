@@ -181,6 +181,12 @@ class TestErrors:
         """quota.store is `memory` or a redis URL."""
         assert "quota.store" in _error("quota: {store: 'postgres://x'}")
 
+    def test_store_url_with_a_port_out_of_range_is_a_config_error(self) -> None:
+        """redis://host:99999 fails at load naming quota.store, not as redis-py's ValueError at startup."""
+        message = _error("quota: {store: 'redis://127.0.0.1:99999/0'}")
+        assert "quota.store" in message
+        assert "Port out of range" in message
+
 
 class TestSelector:
     def test_parses_and_renders_escaped(self) -> None:

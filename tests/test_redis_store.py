@@ -180,6 +180,31 @@ class TestScripts:
             with pytest.raises(QuotaStoreUnavailable), tel.execution("a"):
                 pass
 
+    def test_a_server_that_is_not_redis_is_an_outage_not_a_crash(self) -> None:
+        """quota.store pointing at an HTTP server (a wrong port): redis-py's InvalidResponse is an outage
+        the failure policy decides on, never an exception escaping SubagentTelemetry() or an execution."""
+        import socketserver
+
+        class Http(socketserver.BaseRequestHandler):
+            def handle(self) -> None:  # Answers like an HTTP server, and keeps the connection open.
+                with contextlib.suppress(OSError):
+                    self.request.recv(4096)
+                    self.request.sendall(b"HTTP/1.1 400 Bad Request\r\n\r\n")
+                    self.request.recv(4096)
+
+        server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Http)
+        server.daemon_threads = True
+        thread = threading.Thread(target=server.serve_forever, daemon=True)
+        thread.start()
+        try:
+            url = f"redis://127.0.0.1:{server.server_address[1]}/0"
+            tel = _tel(_config(url, "not-redis", {"failure_policy": "deny"}))
+            with pytest.raises(QuotaStoreUnavailable), tel.execution("a"):
+                pass
+        finally:
+            server.shutdown()
+            server.server_close()
+
     def test_validate_store_checks_a_config_against_the_live_store(
         self, server: RunningServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
     ) -> None:

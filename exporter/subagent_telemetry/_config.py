@@ -12,6 +12,7 @@ import math
 import re
 import typing
 import unicodedata
+import urllib.parse
 from collections.abc import Mapping
 from decimal import Decimal
 from pathlib import Path
@@ -350,6 +351,11 @@ class QuotaStoreConfig(_Model):
         if value != "memory" and not value.startswith(schemes):
             msg = f"{shown(value)} is neither `memory` nor a redis://, rediss://, unix:// or cluster URL"
             raise PydanticCustomError("store", msg)
+        try:
+            urllib.parse.urlsplit(value).port  # noqa: B018 - parsing it is the check
+        except ValueError as error:  # "Port out of range 0-65535": redis-py would raise it at startup.
+            msg = f"{shown(value)} is not a valid URL ({error}); e.g. redis://redis:6379/0"
+            raise PydanticCustomError("store", msg) from None
         return value
 
     @property

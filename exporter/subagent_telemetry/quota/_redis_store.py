@@ -42,7 +42,13 @@ import redis.asyncio
 from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
 from redis.backoff import ExponentialBackoff
 from redis.cluster import RedisCluster
-from redis.exceptions import ClusterDownError, NoScriptError, ReadOnlyError, RedisClusterException
+from redis.exceptions import (
+    ClusterDownError,
+    InvalidResponse,
+    NoScriptError,
+    ReadOnlyError,
+    RedisClusterException,
+)
 from redis.retry import Retry
 
 from .._errors import (
@@ -65,12 +71,14 @@ _log = logging.getLogger("subagent_telemetry")
 #: Errors that mean "the store is unreachable" (after redis-py's own retries): the failure policy decides.
 #: ``ReadOnlyError``: a demoted primary still answering after a failover.
 #: ``RedisClusterException``: no node of a cluster answers ("Redis Cluster cannot be connected").
+#: ``InvalidResponse``: something that is not Redis answers at that address (shown in the warning).
 UNAVAILABLE: tuple[type[Exception], ...] = (
     redis.ConnectionError,
     redis.TimeoutError,
     ClusterDownError,
     ReadOnlyError,
     RedisClusterException,
+    InvalidResponse,
 )
 #: Sessions whose budget sees no write for this long expire when max_total_time is unlimited.
 IDLE_TTL_SECONDS = 7 * 24 * 3600
