@@ -7,7 +7,7 @@ import gc
 import logging
 import threading
 import time
-from collections.abc import Callable, Generator
+from collections.abc import AsyncIterator, Callable, Generator, Iterator
 from typing import Any
 
 import pytest
@@ -529,6 +529,56 @@ class TestDecorator:
 
         assert asyncio.run(fetch()) == "ok"
         assert sample(registry, "subagent_completions_total", depth="1", status="complete") == 1
+
+    def test_generator_function_is_one_execution_over_its_iteration(
+        self, telemetry_factory: Factory, registry: CollectorRegistry
+    ) -> None:
+        """A decorated generator is current while it runs (it used to end, empty, when called)."""
+        tel = telemetry_factory()
+
+        @tel.instrument()
+        def stream(n: int) -> Iterator[int]:
+            for i in range(n):
+                run = tel.current()
+                assert run is not None
+                run.record_response(10, 5)
+                yield i
+
+        assert list(stream(3)) == [0, 1, 2]
+        assert sample(registry, "subagent_completions_total", depth="1", status="complete") == 1
+        assert sample(registry, "subagent_turns_used_sum", depth="1") == 3
+
+    def test_async_generator_function_is_one_execution_forwarding_sends_and_errors(
+        self, telemetry_factory: Factory, registry: CollectorRegistry
+    ) -> None:
+        """An async generator: current while it runs, asend() values reach it, a failure inside is the
+        execution's outcome."""
+        tel = telemetry_factory()
+
+        @tel.instrument("chat")
+        async def chat() -> AsyncIterator[str]:
+            run = tel.current()
+            assert run is not None
+            reply = yield "hello"
+            run.record_turn()
+            if reply == "boom":
+                raise ValueError(reply)
+            yield f"got {reply}"
+
+        async def main() -> list[str]:
+            first = chat()
+            seen = [await first.__anext__(), await first.asend("x")]
+            await first.aclose()
+            failing = chat()
+            await failing.__anext__()
+            with pytest.raises(ValueError, match="boom"):
+                await failing.asend("boom")
+            return seen
+
+        assert asyncio.run(main()) == ["hello", "got x"]
+        assert sample(registry, "subagent_errors_total", depth="1", error_type="execution_failed") == 1
+        assert sample(registry, "subagent_turns_used_sum", depth="1") == 2
+        assert_invariant(registry, 3)
 
 
 class BrokenBackend:

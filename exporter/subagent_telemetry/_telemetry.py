@@ -291,6 +291,9 @@ class SubagentTelemetry:
 
         def decorate(func: Callable[P, R]) -> Callable[P, R]:
             label = name or func.__name__
+            if inspect.isgeneratorfunction(func) or inspect.isasyncgenfunction(func):
+                # Calling one only creates the generator: the execution spans its iteration instead.
+                return cast(Callable[P, R], self._instrument_generator(func, label, max_turns))
             if inspect.iscoroutinefunction(func):
                 afunc = cast(Callable[P, Awaitable[Any]], func)
 
@@ -309,6 +312,39 @@ class SubagentTelemetry:
             return wrapper
 
         return decorate
+
+    def _instrument_generator(self, func: Callable[..., Any], label: str, max_turns: int | None) -> Any:
+        """``instrument`` for (async) generator functions: one execution per generator, from its first
+        step to its end (exhausted, closed or failed); values sent and exceptions thrown are forwarded."""
+        if inspect.isgeneratorfunction(func):
+
+            @functools.wraps(func)
+            def gen_wrapper(*args: Any, **kwargs: Any) -> Any:
+                with self.execution(label, max_turns=max_turns):
+                    return (yield from func(*args, **kwargs))
+
+            return gen_wrapper
+
+        @functools.wraps(func)
+        async def agen_wrapper(*args: Any, **kwargs: Any) -> Any:
+            agen = func(*args, **kwargs)
+            async with self.execution(label, max_turns=max_turns):
+                try:
+                    item = await agen.__anext__()
+                    while True:
+                        try:
+                            sent = yield item
+                        except GeneratorExit:
+                            await agen.aclose()
+                            raise
+                        except BaseException as exc:  # Thrown in: forwarded to the generator.
+                            item = await agen.athrow(exc)
+                        else:
+                            item = await agen.asend(sent)
+                except StopAsyncIteration:
+                    return
+
+        return agen_wrapper
 
     def new_session(self) -> None:
         """Start a new budget (zero usage; its clock starts at its first admission) with the same limits."""
