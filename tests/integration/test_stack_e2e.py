@@ -39,6 +39,7 @@ ALERTS = (
     "SubagentSlowExecutions",
     "SubagentQuotaRejections",
     "SubagentMetricsAbsent",
+    "SubagentCostBudgetBurn",
 )
 ALERT_KEYS = (
     "high_error_rate",
@@ -47,6 +48,7 @@ ALERT_KEYS = (
     "slow_executions",
     "quota_rejections",
     "metrics_absent",
+    "cost_budget_burn",
 )
 FIRE_TIMEOUT_SECONDS = 60.0
 QUIET_WINDOW_SECONDS = 15.0
