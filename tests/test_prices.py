@@ -11,6 +11,8 @@ from typing import Any
 import genai_prices
 import pytest
 from genai_prices.data import providers
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from subagent_telemetry._config import ModelPriceConfig
 from subagent_telemetry.quota._prices import (
@@ -193,3 +195,26 @@ class TestPriceBook:
         monkeypatch.setattr(socket.socket, "connect", refuse)
         monkeypatch.setattr(socket, "create_connection", refuse)
         assert PriceBook().rates("gpt-4o-mini", "openai") is not None
+
+
+class TestProperty:
+    @settings(max_examples=300, deadline=None)
+    @given(
+        model=st.sampled_from(MODELS),
+        input=st.integers(0, 2_000_000),
+        output=st.integers(0, 200_000),
+        data=st.data(),
+    )
+    def test_any_usage_costs_what_calc_price_says(
+        self, model: tuple[str, str], input: int, output: int, data: st.DataObject
+    ) -> None:
+        """For any split of input into cache reads/writes and of output into reasoning, the compiled
+        figure equals calc_price() exactly (tier thresholds included)."""
+        cache_read = data.draw(st.integers(0, input))
+        cache_write = data.draw(st.integers(0, input - cache_read))
+        reasoning = data.draw(st.integers(0, output))
+        usage = (input, output, cache_read, cache_write, reasoning)
+        assert _cost(_BOOK, *model, usage) == _reference(*model, usage)
+
+
+_BOOK = PriceBook()
