@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import math
 import threading
+from decimal import Decimal
 
 import pytest
 
 from subagent_telemetry import (
+    CostLimitExceeded,
     ExecutionLimitReached,
     QuotaExceeded,
     QuotaLimits,
@@ -17,6 +20,7 @@ from subagent_telemetry import (
     TimeLimitExceeded,
     TokenLimitExceeded,
 )
+from subagent_telemetry.quota._tracker import NANO
 from tests.conftest import FakeClock, make_config
 
 
@@ -99,6 +103,17 @@ class TestTokens:
         """Negative token counts are a programming error."""
         with pytest.raises(ValueError, match="whole number from 0"):
             QuotaTracker(QuotaLimits()).record_execution(-1)
+
+    @pytest.mark.parametrize("cost", [math.nan, 1.5, True, "5", Decimal("1"), -1])
+    def test_a_cost_that_is_not_whole_nano_units_is_rejected_before_the_store(self, cost: object) -> None:
+        """cost_nanos=NaN used to turn the spend into NaN and admit forever; now ValueError, nothing added."""
+        tracker = QuotaTracker(QuotaLimits(max_total_cost=Decimal(1)))
+        with pytest.raises(ValueError, match="nano-units"):
+            tracker.record_execution(0, None, cost)  # type: ignore[arg-type]
+        assert tracker.get_usage().cost_nanos == 0
+        tracker.record_execution(0, None, NANO)
+        with pytest.raises(CostLimitExceeded):
+            tracker.check_and_reserve()
 
 
 class TestTime:

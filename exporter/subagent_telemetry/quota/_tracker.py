@@ -137,6 +137,21 @@ def token_count(value: object) -> int | None:
     return count if 0 <= count <= MAX_TOKENS_PER_CALL else None
 
 
+def _nanos(value: object) -> int:
+    """``value`` as nano-units of money; ``ValueError`` for NaN, fractions, bools, negatives, non-numbers
+    (a NaN would turn the session's spend into NaN and disable the money budget)."""
+    count = None
+    if not isinstance(value, (bool, float)):
+        try:
+            count = operator.index(value)  # type: ignore[arg-type]
+        except TypeError:
+            count = None
+    if count is None or count < 0:
+        msg = f"cost_nanos must be a whole number of nano-units >= 0, got {value!r}"
+        raise ValueError(msg)
+    return count
+
+
 #: Builds a QuotaUsage without the Python-level ``__new__`` NamedTuple generates (hot path).
 _usage = tuple.__new__
 
@@ -418,9 +433,8 @@ class QuotaTracker:
                 msg = f"tokens must be a whole number from 0 to {MAX_TOKENS_PER_CALL}, got {tokens!r}"
                 raise ValueError(msg)
             tokens = count
-        if cost_nanos < 0:
-            msg = f"cost must be >= 0, got {cost_nanos!r}"
-            raise ValueError(msg)
+        if type(cost_nanos) is not int or cost_nanos < 0:
+            cost_nanos = _nanos(cost_nanos)  # Checked before any store sees it, as tokens are.
         if reservation is not None and self.leasing is not None:
             usage = self.leasing.add_lease_tokens(reservation, tokens, self.limits, cost_nanos)
         else:
