@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Sequence
+from decimal import Decimal
 from importlib import metadata
 from typing import Any
 
@@ -108,6 +109,20 @@ class TestTurnsAndTokens:
         message["message"]["usage"].update(cache_creation_input_tokens=100, cache_read_input_tokens=1000)
         play(telemetry_factory(), [message, result()])
         assert at_depth(registry, 1).tokens == 1115
+
+    def test_cache_reads_and_writes_are_priced_at_their_own_rates(self, telemetry_factory: Factory) -> None:
+        """The money budget is charged calc_price()'s figure: cache parts at cache prices, not as input."""
+        import genai_prices
+
+        tel = telemetry_factory()
+        message = assistant("m1", input_tokens=10, output_tokens=5, model="claude-sonnet-4-5")
+        message["message"]["usage"].update(cache_creation_input_tokens=100, cache_read_input_tokens=1000)
+        play(tel, [message, result()])
+        usage = genai_prices.Usage(
+            input_tokens=1110, cache_write_tokens=100, cache_read_tokens=1000, output_tokens=5
+        )
+        price = genai_prices.calc_price(usage, "claude-sonnet-4-5", provider_id="anthropic").total_price
+        assert Decimal(tel.tracker.get_usage().cost_nanos).scaleb(-9) == price
 
     def test_subagent_messages_count_for_the_subagent(
         self, telemetry_factory: Factory, registry: CollectorRegistry
@@ -503,11 +518,11 @@ def test_a_recording_failure_never_reaches_the_loop(
 ) -> None:
     """An unexpected error while recording a message is logged; the caller's loop goes on."""
 
-    def broken(usage: Any) -> int:
+    def broken(usage: Any) -> Any:
         msg = "unreadable usage"
         raise ValueError(msg)
 
-    monkeypatch.setattr(claude_integration, "_input_tokens", broken)
+    monkeypatch.setattr(claude_integration, "_usage", broken)
     play(telemetry_factory(), [assistant("m1"), result()])
     assert "not recorded" in caplog.text
     assert at_depth(registry, 1).completions == 1

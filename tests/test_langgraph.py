@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Iterator
+from decimal import Decimal
 from importlib import metadata
 from typing import Any
 
@@ -452,3 +453,34 @@ def test_a_recording_failure_never_reaches_the_graph(
     assert out["messages"][-1].content == "reply 0"
     assert "not recorded" in caplog.text
     assert at_depth(registry, 1).completions == 1
+
+
+class PricedModel(Model):
+    """The fake model reporting itself as OpenAI's gpt-4o, as a real chat model's ls params do."""
+
+    def _get_ls_params(self, stop: list[str] | None = None, **kwargs: Any) -> Any:
+        params = super()._get_ls_params(stop=stop, **kwargs)
+        return {**params, "ls_provider": "openai", "ls_model_name": "gpt-4o"}
+
+
+class TestCost:
+    def test_cache_and_reasoning_details_are_priced_at_their_own_rates(self, instrumented: Any) -> None:
+        """usage_metadata's cache-read and reasoning details reach the money budget as calc_price() says."""
+        import genai_prices
+
+        usage = {
+            "input_tokens": 1_000,
+            "output_tokens": 200,
+            "total_tokens": 1_200,
+            "input_token_details": {"cache_read": 600},
+            "output_token_details": {"reasoning": 50},
+        }
+        llm = PricedModel(messages=iter([AIMessage(content="answer", usage_metadata=usage)]))  # type: ignore[arg-type]
+        tel = instrumented()
+        run(chain("priced", ("ask", node(llm))), "invoke")
+        expected = genai_prices.calc_price(
+            genai_prices.Usage(input_tokens=1_000, cache_read_tokens=600, output_tokens=200),
+            "gpt-4o",
+            provider_id="openai",
+        ).total_price
+        assert Decimal(tel.tracker.get_usage().cost_nanos).scaleb(-9) == expected

@@ -37,7 +37,7 @@ import dataclasses
 import logging
 import weakref
 from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Callable
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, NamedTuple, cast
 
 try:
     from claude_agent_sdk import (
@@ -124,7 +124,7 @@ class _Session:
         #: With partial messages, the session's calls whose message is still streaming its usage.
         self._calls_streaming: list[str] = []
         #: Per message id: the handle it was charged to and the input/output tokens charged so far.
-        self._charged: dict[str, tuple[SubagentMetrics, int, int]] = {}
+        self._charged: dict[str, tuple[SubagentMetrics, _Usage]] = {}
         #: The message whose stream events are arriving, per parent_tool_use_id (None: the session).
         self._streaming: dict[str | None, str] = {}
         self.last_result: ResultMessage | None = None
@@ -251,9 +251,7 @@ class _Session:
         usage = message.usage or {}
         message_id = message.message_id or message.uuid or ""
         try:
-            self._charge(
-                handle, message_id, _input_tokens(usage), _int(usage.get("output_tokens")), message.model
-            )
+            self._charge(handle, message_id, _usage(usage), message.model)
         finally:
             calls = [b.id for b in message.content if isinstance(b, ToolUseBlock) and b.name in _AGENT_TOOLS]
             if self.partial and message.parent_tool_use_id is None:
@@ -276,44 +274,47 @@ class _Session:
             if handle is not None:
                 usage = start.get("usage") or {}
                 model = start.get("model")
-                self._charge(
-                    handle,
-                    message_id,
-                    _input_tokens(usage),
-                    _int(usage.get("output_tokens")),
-                    model if isinstance(model, str) else None,
-                )
+                self._charge(handle, message_id, _usage(usage), model if isinstance(model, str) else None)
         elif kind == "message_delta":
             streaming = self._streaming.get(message.parent_tool_use_id)
             charged = self._charged.get(streaming) if streaming is not None else None
             usage = event.get("usage") or {}
             if charged is not None and streaming is not None:
-                handle, charged_input, charged_output = charged
-                # message_delta counts are cumulative for the message: charge what is new.
-                input_total = (
-                    max(_input_tokens(usage), charged_input) if "input_tokens" in usage else charged_input
-                )
-                output_total = max(_int(usage.get("output_tokens")), charged_output)
-                self._charge(handle, streaming, input_total, output_total, None)
+                handle, before = charged
+                # message_delta counts are cumulative for the message (input parts only when present).
+                delta = _usage(usage)
+                if "input_tokens" not in usage:
+                    delta = delta._replace(
+                        input=before.input, cache_read=before.cache_read, cache_write=before.cache_write
+                    )
+                self._charge(handle, streaming, delta, None)
         elif kind == "message_stop" and message.parent_tool_use_id is None:
             calls, self._calls_streaming = self._calls_streaming, []
             self._mark_seen(calls)
 
-    def _charge(
-        self, handle: SubagentMetrics, message_id: str, input: int, output: int, model: str | None
-    ) -> None:
+    def _charge(self, handle: SubagentMetrics, message_id: str, usage: _Usage, model: str | None) -> None:
         """Record a message's usage: one turn the first time its id is seen, then only the increase."""
         charged = self._charged.get(message_id)
         try:
             if charged is None:
-                self._charged[message_id] = (handle, input, output)
-                handle.record_response(input, output, model=model, provider="anthropic")
+                self._charged[message_id] = (handle, usage)
+                handle.record_response(
+                    usage.input,
+                    usage.output,
+                    model=model,
+                    provider="anthropic",
+                    cache_read=usage.cache_read,
+                    cache_write=usage.cache_write,
+                )
                 return
-            _, charged_input, charged_output = charged
-            new_input, new_output = max(input - charged_input, 0), max(output - charged_output, 0)
-            if new_input or new_output:
-                self._charged[message_id] = (handle, max(input, charged_input), max(output, charged_output))
-                handle.record_tokens(new_input, new_output)
+            before = charged[1]
+            now = _Usage(*(max(a, b) for a, b in zip(usage, before, strict=True)))
+            new = _Usage(*(a - b for a, b in zip(now, before, strict=True)))
+            if new.input or new.output:
+                self._charged[message_id] = (handle, now)
+                handle.record_tokens(
+                    new.input, new.output, cache_read=new.cache_read, cache_write=new.cache_write
+                )
         except QuotaExceeded as error:
             if handle is self.handle:
                 raise  # The session itself: the caller's loop stops, as a `with` block would.
@@ -403,13 +404,22 @@ def _int(value: object) -> int:
     return value if isinstance(value, int) and value > 0 else 0
 
 
-def _input_tokens(usage: dict[str, Any]) -> int:
-    """Everything the model read: fresh input plus prompt-cache writes and reads."""
-    return (
-        _int(usage.get("input_tokens"))
-        + _int(usage.get("cache_creation_input_tokens"))
-        + _int(usage.get("cache_read_input_tokens"))
-    )
+class _Usage(NamedTuple):
+    """One message's usage as ``record_response`` takes it: ``input`` is everything the model read
+    (Anthropic's fresh ``input_tokens`` plus prompt-cache writes and reads), the cache parts priced at
+    their own rates (docs/cost.md)."""
+
+    input: int
+    output: int
+    cache_read: int
+    cache_write: int
+
+
+def _usage(usage: dict[str, Any]) -> _Usage:
+    cache_read = _int(usage.get("cache_read_input_tokens"))
+    cache_write = _int(usage.get("cache_creation_input_tokens"))
+    fresh = _int(usage.get("input_tokens"))
+    return _Usage(fresh + cache_read + cache_write, _int(usage.get("output_tokens")), cache_read, cache_write)
 
 
 def _recorded(options: ClaudeAgentOptions) -> bool:

@@ -261,7 +261,7 @@ class SubagentCallbackHandler(BaseCallbackHandler):
             return
         usage = _usage(response)
         if usage is not None:
-            handle.record_tokens(usage[0], usage[1], model=run.model, provider=run.provider)
+            handle.record_tokens(**usage, model=run.model, provider=run.provider)
 
     @_guarded
     def on_llm_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
@@ -304,9 +304,12 @@ def _str_or_none(value: object) -> str | None:
     return value if isinstance(value, str) and value else None
 
 
-def _usage(response: LLMResult) -> tuple[int, int] | None:
-    """Input and output tokens of one model call: the first generation's ``usage_metadata``.
+def _usage(response: LLMResult) -> dict[str, int] | None:
+    """``record_tokens`` arguments of one model call, from the first generation's ``usage_metadata``.
 
+    LangChain's ``input_tokens`` include the prompt-cache reads and writes detailed in
+    ``input_token_details`` (``cache_read``, ``cache_creation``), and ``output_tokens`` the reasoning in
+    ``output_token_details``: passed on as parts, they are priced at their own rates (docs/cost.md).
     Providers that return several candidates (``n > 1``) attach the call's usage to each of them, so
     only one is counted.
     """
@@ -315,7 +318,15 @@ def _usage(response: LLMResult) -> tuple[int, int] | None:
             if isinstance(generation, ChatGeneration):
                 usage = getattr(generation.message, "usage_metadata", None)
                 if usage:
-                    return int(usage.get("input_tokens", 0)), int(usage.get("output_tokens", 0))
+                    read_in = usage.get("input_token_details") or {}
+                    read_out = usage.get("output_token_details") or {}
+                    return {
+                        "input": int(usage.get("input_tokens", 0)),
+                        "output": int(usage.get("output_tokens", 0)),
+                        "cache_read": int(read_in.get("cache_read") or 0),
+                        "cache_write": int(read_in.get("cache_creation") or 0),
+                        "reasoning": int(read_out.get("reasoning") or 0),
+                    }
     return None
 
 
