@@ -29,6 +29,8 @@ from subagent_telemetry import (
 )
 from subagent_telemetry._execution import truncate_utf8
 from tests.conftest import make_config
+from tests.support import agent_metrics
+from tests.support.agent_metrics import total
 
 Factory = Callable[..., SubagentTelemetry]
 
@@ -37,26 +39,10 @@ def sample(registry: CollectorRegistry, name: str, **labels: str) -> float:
     return registry.get_sample_value(name, labels) or 0.0
 
 
-def total(registry: CollectorRegistry, name: str, **match: str) -> float:
-    """Sum of every sample of ``name`` whose labels include ``match``."""
-    result = 0.0
-    for family in registry.collect():
-        for s in family.samples:
-            if s.name == name and all(s.labels.get(k) == v for k, v in match.items()):
-                result += s.value
-    return result
-
-
 def assert_invariant(registry: CollectorRegistry, max_depth: int) -> None:
-    """executions == completions + errors for every depth, and nothing is active."""
-    for depth in range(1, max_depth + 2):
-        d = str(depth)
-        executions = total(registry, "subagent_executions_total", depth=d)
-        outcomes = total(registry, "subagent_completions_total", depth=d) + total(
-            registry, "subagent_errors_total", depth=d
-        )
-        assert executions == outcomes, f"depth {d}: {executions} executions, {outcomes} outcomes"
-        assert total(registry, "subagent_active_count", depth=d) == 0
+    """executions == completions + errors for every depth (the refused one past max_depth too), and
+    nothing is active."""
+    agent_metrics.assert_invariant(registry, max_depth + 1)
 
 
 class Boom(Exception):

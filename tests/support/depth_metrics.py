@@ -6,14 +6,7 @@ from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry
 
-
-def _sum(registry: CollectorRegistry, name: str, **match: str) -> float:
-    result = 0.0
-    for family in registry.collect():
-        for sample in family.samples:
-            if sample.name == name and all(sample.labels.get(k) == v for k, v in match.items()):
-                result += sample.value
-    return result
+from tests.support.agent_metrics import total as _sum
 
 
 @dataclass(frozen=True)
