@@ -367,13 +367,19 @@ def test_validate_warns_when_a_needed_extra_is_missing(
         (["tune", "http://127.0.0.1:9", "--token-budget", "0"], "--token-budget"),
         (["report", "http://127.0.0.1:9", "--start", "inf"], "--start"),
         (["report", "http://127.0.0.1:9", "--end", "soon"], "--end"),
+        (["demo", "--no-serve", "--rate", "0"], "--rate"),
+        (["demo", "--no-serve", "--rate", "nan"], "--rate"),
+        (["demo", "--no-serve", "--duration", "nan"], "--duration"),
+        (["demo", "--port", "99999"], "--port"),
+        (["demo", "--no-serve", "--once", "-5"], "--once"),
+        (["stack", "up", "--rate", "-1"], "--rate"),
     ],
 )
-def test_operator_tools_refuse_non_finite_or_non_positive_numbers_up_front(
+def test_numeric_options_refuse_non_finite_or_out_of_range_values_up_front(
     args: list[str], option: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """top/tune/report options that are times or durations are checked by the parser: one line naming
-    the option and the value (top --interval nan used to end in a ValueError traceback from sleep)."""
+    """Times, durations, rates and ports are checked by the parser: one line naming the option and the
+    value (top --interval nan and demo --rate 0 ended in tracebacks, demo --duration nan never stopped)."""
     with pytest.raises(SystemExit) as exit_info:
         main(args)
     assert exit_info.value.code == 2

@@ -247,17 +247,22 @@ def build_parser() -> argparse.ArgumentParser:
         "demo", help="run a simulated agent that serves /metrics", formatter_class=_HelpFormatter
     )
     _add_config_args(demo)
-    demo.add_argument("--port", type=int, help="/metrics port (default: from the config: 9464)")
+    demo.add_argument("--port", type=_port, help="/metrics port (default: from the config: 9464)")
     demo.add_argument("--listen-address", help="/metrics address (default: from the config: 127.0.0.1)")
     demo.add_argument("--seed", type=int, help="random seed for a reproducible workload (default: random)")
-    demo.add_argument("--duration", type=float, help="stop after this many seconds (default: until Ctrl-C)")
-    demo.add_argument("--error-rate", type=_ratio, default=0.05, help="share of failing executions (0-1)")
-    demo.add_argument("--rate", type=float, default=2.0, help="top-level executions started per second")
     demo.add_argument(
-        "--session-seconds", type=float, default=120.0, help="a new budget every N s (and when spent)"
+        "--duration", type=_seconds, help="stop after this many seconds (default: until Ctrl-C)"
+    )
+    demo.add_argument("--error-rate", type=_ratio, default=0.05, help="share of failing executions (0-1)")
+    demo.add_argument("--rate", type=_rate, default=2.0, help="top-level executions started per second")
+    demo.add_argument(
+        "--session-seconds", type=_seconds, default=120.0, help="a new budget every N s (and when spent)"
     )
     demo.add_argument(
-        "--once", type=int, metavar="N", help="run N top-level executions, then exit (default: run on)"
+        "--once",
+        type=_positive_int,
+        metavar="N",
+        help="run N top-level executions, then exit (default: run on)",
     )
     demo.add_argument("--no-serve", action="store_true", help="do not serve /metrics")
     demo.add_argument(
@@ -309,10 +314,10 @@ def _add_stack_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
     )
     _add_config_args(up)
     for name, default in (("demo", 9464), ("prometheus", 9090), ("alertmanager", 9093), ("alert-log", 9095)):
-        up.add_argument(f"--{name}-port", type=int, default=default, help="0 or taken = a free one")
+        up.add_argument(f"--{name}-port", type=_port, default=default, help="0 or taken = a free one")
     up.add_argument("--error-rate", type=_ratio, default=0.05, help="demo: share of failing executions")
-    up.add_argument("--rate", type=float, default=2.0, help="demo: top-level executions per second")
-    up.add_argument("--session-seconds", type=float, default=120.0, help="demo: a new budget every N s")
+    up.add_argument("--rate", type=_rate, default=2.0, help="demo: top-level executions per second")
+    up.add_argument("--session-seconds", type=_seconds, default=120.0, help="demo: a new budget every N s")
     up.add_argument("--seed", type=int, help="demo: random seed (default: random)")
     up.add_argument("--scrape-interval", help="e.g. 1s (default: the compose config's)")
     up.add_argument("--evaluation-interval", help="e.g. 1s (default: the compose config's)")
@@ -458,6 +463,26 @@ def _seconds(text: str) -> float:
     value = _number(text)
     if not 0 < value < math.inf:
         msg = f"{text} is not a number of seconds > 0 (e.g. 2 or 0.5)"
+        raise argparse.ArgumentTypeError(msg)
+    return value
+
+
+def _rate(text: str) -> float:
+    """A rate option: a finite number > 0 per second."""
+    value = _number(text)
+    if not 0 < value < math.inf:
+        msg = f"{text} is not a rate > 0 per second (e.g. 2 or 0.5)"
+        raise argparse.ArgumentTypeError(msg)
+    return value
+
+
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if not 0 <= value <= 65535:
+        msg = f"{text} is not a TCP port (0-65535)"
         raise argparse.ArgumentTypeError(msg)
     return value
 
