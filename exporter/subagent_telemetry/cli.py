@@ -8,7 +8,7 @@ import logging
 import math
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -458,61 +458,43 @@ def _label(text: str) -> tuple[str, str]:
     return key, value
 
 
-def _seconds(text: str) -> float:
-    """A duration option: a finite number of seconds > 0."""
-    value = _number(text)
-    if not 0 < value < math.inf:
-        msg = f"{text} is not a number of seconds > 0 (e.g. 2 or 0.5)"
-        raise argparse.ArgumentTypeError(msg)
-    return value
+def _float_option(low: float, what: str) -> Callable[[str], float]:
+    """An argparse type: a finite number > ``low``, else one error naming ``what`` was expected."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            value = math.nan
+        if not low < value < math.inf:
+            msg = f"{text} is not {what}"
+            raise argparse.ArgumentTypeError(msg)
+        return value
+
+    return parse
 
 
-def _rate(text: str) -> float:
-    """A rate option: a finite number > 0 per second."""
-    value = _number(text)
-    if not 0 < value < math.inf:
-        msg = f"{text} is not a rate > 0 per second (e.g. 2 or 0.5)"
-        raise argparse.ArgumentTypeError(msg)
-    return value
+def _int_option(low: int, high: int, what: str) -> Callable[[str], int]:
+    """An argparse type: a whole number from ``low`` to ``high``, else one error naming ``what``."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = low - 1
+        if not low <= value <= high:
+            msg = f"{text} is not {what}"
+            raise argparse.ArgumentTypeError(msg)
+        return value
+
+    return parse
 
 
-def _port(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = -1
-    if not 0 <= value <= 65535:
-        msg = f"{text} is not a TCP port (0-65535)"
-        raise argparse.ArgumentTypeError(msg)
-    return value
-
-
-def _unix_time(text: str) -> float:
-    """A time option: finite Unix seconds."""
-    value = _number(text)
-    if not -math.inf < value < math.inf:
-        msg = f"{text} is not a time in Unix seconds (e.g. 1767225600 or $(date +%s))"
-        raise argparse.ArgumentTypeError(msg)
-    return value
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        msg = f"{text} is not a whole number >= 1"
-        raise argparse.ArgumentTypeError(msg)
-    return value
-
-
-def _number(text: str) -> float:
-    try:
-        return float(text)
-    except ValueError:
-        msg = f"{text!r} is not a number"
-        raise argparse.ArgumentTypeError(msg) from None
+_seconds = _float_option(0.0, "a number of seconds > 0 (e.g. 2 or 0.5)")
+_rate = _float_option(0.0, "a rate > 0 per second (e.g. 2 or 0.5)")
+_unix_time = _float_option(-math.inf, "a time in Unix seconds (e.g. 1767225600 or $(date +%s))")
+_port = _int_option(0, 65535, "a TCP port (0-65535)")
+_positive_int = _int_option(1, 2**63, "a whole number >= 1")
 
 
 def _ratio(text: str) -> float:
