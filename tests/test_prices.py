@@ -161,6 +161,22 @@ class TestPriceBook:
         assert seen == [("no-such-model-xyz", None)]
         assert sum("no-such-model-xyz" in r.getMessage() for r in caplog.records) == 1
 
+    def test_a_stream_of_distinct_model_names_keeps_memory_and_logs_bounded(
+        self, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        """Past max_models distinct names nothing more is cached or warned per name; prices stay right."""
+        seen: list[tuple[str, str | None]] = []
+        book = PriceBook(max_models=10, on_unpriced=lambda model, provider: seen.append((model, provider)))
+        with caplog.at_level(logging.WARNING, "subagent_telemetry"):
+            for n in range(200):
+                assert book.rates(f"made-up-model-{n}") is None
+            priced = book.rates("gpt-4o-mini", "openai")
+        assert len(book._cache) == 10
+        assert len(seen) == 10
+        assert len(caplog.records) == 11  # ten names, then one line saying the rest are not logged
+        assert priced is not None
+        assert priced.base == PriceBook().rates("gpt-4o-mini", "openai").base  # type: ignore[union-attr]
+
     def test_bundled_prices_can_be_switched_off(self) -> None:
         """bundled=False prices only the overrides (a currency other than USD)."""
         assert PriceBook(bundled=False).rates("gpt-4o", "openai") is None

@@ -85,6 +85,14 @@ def test_serves_the_registry_and_negotiates_openmetrics(registry: CollectorRegis
         server.close()
 
 
+def test_serve_after_shutdown_is_refused(registry: CollectorRegistry) -> None:
+    """A listener started after shutdown() would never be closed: serve() refuses it instead."""
+    tel = SubagentTelemetry(make_config(), registry=registry)
+    tel.shutdown()
+    with pytest.raises(RuntimeError, match="after shutdown"):
+        tel.serve()
+
+
 @pytest.fixture
 def auth_server(registry: CollectorRegistry, monkeypatch: pytest.MonkeyPatch) -> Iterator[MetricsServer]:
     """A listener that requires user ``prom`` with password ``s3cret``."""

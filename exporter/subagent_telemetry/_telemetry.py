@@ -353,7 +353,13 @@ class SubagentTelemetry:
     # -- exposition and lifecycle --------------------------------------------------------------------
 
     def serve(self) -> MetricsServer:
-        """Start the /metrics listener configured in ``telemetry.prometheus``."""
+        """Start the /metrics listener configured in ``telemetry.prometheus``.
+
+        Raises ``RuntimeError`` after ``shutdown()``: nothing would ever close that listener.
+        """
+        if self._closed:
+            msg = "serve() after shutdown(): this SubagentTelemetry is closed; create a new one"
+            raise RuntimeError(msg)
         registry = self.registry
         if multiprocess_dir() is not None:  # One scrape answers for every worker (docs/fleet.md).
             registry = multiprocess_registry(self)

@@ -176,11 +176,16 @@ def _genai_prices(model: str, provider: str | None) -> tuple[dict[str, Any], str
     return prices, calc.model.id, calc.provider.id, conditional
 
 
+#: Distinct (model, provider) pairs one process caches prices for (docs/cost.md).
+MAX_CACHED_MODELS = 1024
+
+
 class PriceBook:
     """Resolves a model's prices once and caches them; thread-safe, lock-free on a hit.
 
     ``overrides`` (``cost.prices`` of the config) win over the bundled data. A model found nowhere is
     unpriced: ``rates()`` returns ``None`` and ``on_unpriced`` is called once per (model, provider).
+    At most ``max_models`` pairs are cached (and warned about); later ones are looked up on each use.
     """
 
     def __init__(
@@ -190,12 +195,15 @@ class PriceBook:
         bundled: bool = True,
         clock: Callable[[], float] = time.monotonic,
         on_unpriced: Callable[[str, str | None], None] | None = None,
+        max_models: int = MAX_CACHED_MODELS,
     ) -> None:
         self._overrides = {name.lower(): price for name, price in (overrides or {}).items()}
         self._bundled = bundled
         self._clock = clock
         self._on_unpriced = on_unpriced
         self._cache: dict[tuple[str, str | None], ModelRates | None] = {}
+        self._max_models = max_models
+        self._overflowed = False
         self._lock = threading.Lock()
 
     def rates(self, model: str, provider: str | None = None) -> ModelRates | None:
@@ -214,7 +222,17 @@ class PriceBook:
         with self._lock:
             first = key not in self._cache
             found = self._lookup(model, provider)
-            self._cache[key] = found
+            if not first or len(self._cache) < self._max_models:
+                self._cache[key] = found
+            else:  # A stream of distinct names (made up, or one per request): bounded memory and logs.
+                if not self._overflowed:
+                    self._overflowed = True
+                    _log.warning(
+                        "subagent_telemetry: more than %d distinct models priced; later ones are looked "
+                        "up on every use and their missing prices are no longer logged one by one",
+                        self._max_models,
+                    )
+                return found
         if found is None and first:
             _log.warning(
                 "subagent_telemetry: no price for model %r (provider %r): its usage is counted as "
